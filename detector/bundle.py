@@ -1,0 +1,195 @@
+"""The model bundle: two ONNX files and the `model.json` manifest that ties them together.
+
+A bundle is only trusted after its manifest parses, its files hash to what the manifest
+says and the ONNX graphs have the shapes the runtime feeds them. Everything that goes
+wrong here is the user's to fix (wrong directory, half-copied file), so it is a
+`UsageError` naming the file and what to do (exit 2).
+
+`model.json` is written last and atomically by export and training, so a directory
+without it is not a bundle, whatever else it holds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from detector.errors import UsageError
+
+MANIFEST = "model.json"
+FORMAT = 1
+BACKBONE_INPUT = "images"
+BACKBONE_OUTPUT = "features"
+SEQUENCE_INPUT = "features"
+SEQUENCE_OUTPUT = "probabilities"
+FEATURE_DIM = 2048
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A verified bundle. `sequence` is None for a backbone-only bundle (before `train`)."""
+
+    root: Path
+    manifest: dict[str, Any]
+    backbone_path: Path
+    sequence_path: Path | None
+    classes: tuple[str, ...] = field(default=())
+    ad_classes: tuple[str, ...] = field(default=())
+    analysis_fps: float = 5.0
+    window_frames: int = 40
+    input_size: tuple[int, int] = (299, 299)
+
+    @property
+    def backbone_sha256(self) -> str:
+        return self.manifest["backbone"]["sha256"]
+
+    @property
+    def sequence_sha256(self) -> str | None:
+        seq = self.manifest.get("sequence")
+        return seq["sha256"] if seq else None
+
+    @property
+    def ad_mask(self) -> list[bool]:
+        return [c in self.ad_classes for c in self.classes]
+
+
+def read_manifest(root: Path) -> dict[str, Any] | None:
+    """The parsed `model.json`, or None when the directory has none."""
+    path = Path(root) / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"{path}: not a valid model manifest ({exc}); re-export the bundle") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: not a valid model manifest (expected a JSON object)")
+    return data
+
+
+def _require(cond: bool, path: Path, message: str) -> None:
+    if not cond:
+        raise UsageError(f"{path}: {message}")
+
+
+def _check_file(root: Path, manifest_path: Path, part: dict[str, Any], key: str) -> Path:
+    _require(isinstance(part, dict), manifest_path, f"'{key}' must be an object with 'file' and 'sha256'")
+    name = part.get("file")
+    digest = part.get("sha256")
+    _require(isinstance(name, str) and name and "/" not in name and "\\" not in name and name not in (".", ".."),
+             manifest_path, f"'{key}.file' must be a file name inside the bundle directory")
+    _require(isinstance(digest, str) and len(digest) == 64, manifest_path, f"'{key}.sha256' must be a SHA-256 hex digest")
+    path = root / name
+    if not path.is_file():
+        raise UsageError(f"{path}: missing from the model bundle (named in {manifest_path}); copy the whole bundle directory")
+    actual = sha256_file(path)
+    if actual != digest:
+        raise UsageError(f"{path}: SHA-256 {actual[:12]}... does not match model.json ({digest[:12]}...); the file is corrupt or from another bundle")
+    return path
+
+
+def load_bundle(root: Path, require_sequence: bool = True, check_graphs: bool = True) -> Bundle:
+    """Verify and describe the bundle in `root`.
+
+    `check_graphs` opens both graphs in ONNX Runtime (CPU) to check input/output names,
+    types and shapes against the manifest; the runtime then builds its own sessions with
+    the configured providers.
+    """
+    root = Path(root)
+    if not root.exists():
+        raise UsageError(f"{root}: model bundle directory not found")
+    if not root.is_dir():
+        raise UsageError(f"{root}: not a directory; pass the model bundle directory (the one with model.json)")
+    manifest = read_manifest(root)
+    mpath = root / MANIFEST
+    if manifest is None:
+        raise UsageError(f"{mpath}: not found; this is not a complete model bundle (run `ad-detector export-backbone` and `ad-detector train`)")
+    _require(manifest.get("format") == FORMAT, mpath, f"unsupported 'format' {manifest.get('format')!r} (this version reads format {FORMAT})")
+    size = manifest.get("input_size")
+    _require(isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size),
+             mpath, "'input_size' must be [height, width]")
+    fps = manifest.get("analysis_fps")
+    _require(isinstance(fps, (int, float)) and math.isfinite(fps) and 0 < fps <= 60, mpath, "'analysis_fps' must be a number in (0, 60]")
+    backbone = _check_file(root, mpath, manifest.get("backbone"), "backbone")
+
+    sequence = None
+    classes: tuple[str, ...] = ()
+    ad_classes: tuple[str, ...] = ()
+    window = 0
+    if manifest.get("sequence") is None:
+        if require_sequence:
+            raise UsageError(f"{mpath}: this bundle has a backbone but no sequence model yet; run `ad-detector train DATA_DIR -o {root}`")
+    else:
+        sequence = _check_file(root, mpath, manifest["sequence"], "sequence")
+        cls = manifest.get("classes")
+        _require(isinstance(cls, list) and len(cls) >= 2 and all(isinstance(c, str) and c for c in cls) and len(set(cls)) == len(cls),
+                 mpath, "'classes' must list at least two distinct class names")
+        ads = manifest.get("ad_classes")
+        _require(isinstance(ads, list) and ads and all(a in cls for a in ads), mpath, "'ad_classes' must name one or more of 'classes'")
+        _require(len(ads) < len(cls), mpath, "'ad_classes' cannot be every class: nothing would be programme")
+        window = manifest.get("window_frames")
+        _require(isinstance(window, int) and window >= 1, mpath, "'window_frames' must be a positive integer")
+        classes, ad_classes = tuple(cls), tuple(ads)
+
+    bundle = Bundle(root=root, manifest=manifest, backbone_path=backbone, sequence_path=sequence, classes=classes,
+                    ad_classes=ad_classes, analysis_fps=float(fps), window_frames=int(window or 0),
+                    input_size=(size[0], size[1]))
+    if check_graphs:
+        check_graph_shapes(bundle)
+    return bundle
+
+
+def _dims(shape: list[Any]) -> list[int | None]:
+    return [d if isinstance(d, int) and d > 0 else None for d in shape]
+
+
+def check_graph_shapes(bundle: Bundle) -> None:
+    """Open the graphs (CPU, no optimisation) and check names, types and shapes."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.log_severity_level = 3
+
+    def session(path: Path) -> Any:
+        try:
+            return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ORT raises its own exception types for bad graphs
+            raise UsageError(f"{path}: ONNX Runtime cannot load it ({str(exc).splitlines()[0][:200]})") from None
+
+    h, w = bundle.input_size
+    bb = session(bundle.backbone_path)
+    ins, outs = bb.get_inputs(), bb.get_outputs()
+    _require(len(ins) == 1 and ins[0].name == BACKBONE_INPUT and ins[0].type == "tensor(uint8)"
+             and _dims(ins[0].shape)[1:] == [h, w, 3] and len(ins[0].shape) == 4,
+             bundle.backbone_path, f"expected one input '{BACKBONE_INPUT}' uint8 [N, {h}, {w}, 3], found "
+             + ", ".join(f"'{i.name}' {i.type} {i.shape}" for i in ins))
+    _require(len(outs) == 1 and outs[0].name == BACKBONE_OUTPUT and outs[0].type == "tensor(float)" and len(outs[0].shape) == 2,
+             bundle.backbone_path, f"expected one output '{BACKBONE_OUTPUT}' float [N, D], found "
+             + ", ".join(f"'{o.name}' {o.type} {o.shape}" for o in outs))
+    dim = _dims(outs[0].shape)[1]
+    if bundle.sequence_path is None:
+        return
+    seq = session(bundle.sequence_path)
+    ins, outs = seq.get_inputs(), seq.get_outputs()
+    sdims = _dims(ins[0].shape) if ins else []
+    _require(len(ins) == 1 and ins[0].name == SEQUENCE_INPUT and ins[0].type == "tensor(float)" and len(sdims) == 3
+             and sdims[1] in (None, bundle.window_frames) and sdims[2] in (None, dim),
+             bundle.sequence_path, f"expected one input '{SEQUENCE_INPUT}' float [N, {bundle.window_frames}, {dim}], found "
+             + ", ".join(f"'{i.name}' {i.type} {i.shape}" for i in ins))
+    odims = _dims(outs[0].shape) if outs else []
+    _require(len(outs) == 1 and outs[0].name == SEQUENCE_OUTPUT and len(odims) == 2 and odims[1] in (None, len(bundle.classes)),
+             bundle.sequence_path, f"expected one output '{SEQUENCE_OUTPUT}' float [N, {len(bundle.classes)}] (one per class in model.json), found "
+             + ", ".join(f"'{o.name}' {o.type} {o.shape}" for o in outs))

@@ -1,0 +1,163 @@
+"""`ad-detector` command line: parses arguments, maps failures to the contract's exit codes.
+
+Heavy modules are imported inside each command, so `ad-detector --help` is instant and
+the runtime commands never pull in the training stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from detector import __version__
+from detector.errors import RuntimeFailure, UsageError
+
+log = logging.getLogger("detector")
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """One line per event, key=value style, to stderr (journald picks it up)."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s", datefmt="%Y-%m-%dT%H:%M:%S%z")
+
+
+def need_train_extra(command: str) -> None:
+    """Commands that need TensorFlow say so in one line when it is missing."""
+    import importlib.util
+
+    missing = [m for m in ("tensorflow", "keras", "tf2onnx", "onnx") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UsageError(f"`ad-detector {command}` needs the training extra ({', '.join(missing)} missing): pip install 'ad-detector[train]'")
+
+
+def cmd_export_backbone(args: argparse.Namespace) -> int:
+    need_train_extra("export-backbone")
+    from export.backbone import export_backbone
+
+    export_backbone(Path(args.output), weights=args.weights, force=args.force, seed=args.seed)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    need_train_extra("train")
+    from train.trainer import TrainOptions, train
+
+    opts = TrainOptions(data_dir=Path(args.data_dir), out_dir=Path(args.output), ad_class=args.ad_class,
+                        analysis_fps=args.fps, window_seconds=args.window_seconds, arch=args.arch, units=args.units,
+                        epochs=args.epochs, batch_size=args.batch_size, force=args.force, seed=args.seed,
+                        cache_dir=Path(args.cache_dir) if args.cache_dir else None, progress=not args.no_progress)
+    train(opts)
+    return 0
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from detector.offline import classify_command
+
+    return classify_command(args)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from detector.offline import evaluate_command
+
+    return evaluate_command(args)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from detector.demo import demo_command
+
+    return demo_command(args)
+
+
+def not_yet(name: str):
+    def handler(args: argparse.Namespace) -> int:
+        raise RuntimeFailure(f"`ad-detector {name}` is not implemented yet (see the open issues)")
+    return handler
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ad-detector", description="Real-time ad-break detection for live TV.")
+    parser.add_argument("--version", action="version", version=f"ad-detector {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("run", help="the daemon, in the foreground")
+    p.add_argument("-c", "--config", required=True)
+    p.set_defaults(func=not_yet("run"))
+
+    p = sub.add_parser("check-config", help="validate a config and print it resolved")
+    p.add_argument("-c", "--config", required=True)
+    p.set_defaults(func=not_yet("check-config"))
+
+    providers_help = "ONNX Runtime execution providers in order (default: CUDA if an NVIDIA driver is present, then CPU)"
+    p = sub.add_parser("classify", help="classify a recording offline and write EDL/Comskip/chapters/plots")
+    p.add_argument("video")
+    p.add_argument("-m", "--model", required=True, help="model bundle directory")
+    p.add_argument("-o", "--output", required=True, help="output directory")
+    p.add_argument("--annotate", action="store_true", help="also write NAME.annotated.mp4")
+    p.add_argument("--formats", nargs="+", metavar="FMT", help="subset of: json edl txt ffmeta csv png (default: all)")
+    p.add_argument("--providers", nargs="+", help=providers_help)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_classify)
+
+    p = sub.add_parser("evaluate", help="score a recording against ground truth; prints JSON")
+    p.add_argument("video")
+    p.add_argument("--truth", required=True, help="CSV start,end,label or Kodi EDL")
+    p.add_argument("-m", "--model", required=True, help="model bundle directory")
+    p.add_argument("--table", action="store_true", help="also print a human-readable table (to stderr)")
+    p.add_argument("--providers", nargs="+", help=providers_help)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("subscribe", help="print events as JSON lines")
+    p.add_argument("--endpoint", default="tcp://127.0.0.1:5556")
+    p.add_argument("--snapshot-endpoint")
+    p.set_defaults(func=not_yet("subscribe"))
+
+    p = sub.add_parser("export-backbone", help="InceptionV3 -> backbone.onnx (needs [train])")
+    p.add_argument("-o", "--output", required=True, help="model bundle directory")
+    p.add_argument("--weights", default="imagenet", help="imagenet (download, cached), none (random, for tests), or PATH to the notop .h5")
+    p.add_argument("--seed", type=int, default=0, help="random seed for --weights none")
+    p.add_argument("--force", action="store_true", help="replace a different model in the output directory")
+    p.set_defaults(func=cmd_export_backbone)
+
+    p = sub.add_parser("train", help="features, LSTM training, evaluation, sequence.onnx (needs [train])")
+    p.add_argument("data_dir", metavar="DATA_DIR")
+    p.add_argument("-o", "--output", required=True, help="model bundle directory (with a backbone from export-backbone)")
+    p.add_argument("--ad-class", default="commercial")
+    p.add_argument("--fps", type=float, default=5.0, help="analysis frames per second (default 5)")
+    p.add_argument("--window-seconds", type=float, default=8.0, help="window length T in seconds (default 8)")
+    p.add_argument("--arch", choices=["small", "original"], default="small",
+                   help="small: LSTM(UNITS) -> softmax; original: LSTM(2048) -> Dense 512 -> Dropout -> softmax")
+    p.add_argument("--units", type=int, default=64, help="LSTM units for --arch small")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache-dir", help="feature cache (default ~/.cache/ad-detector/features)")
+    p.add_argument("--force", action="store_true", help="replace a trained model in the output directory")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("demo", help="the quick start: demo data, models, a run with events printed")
+    p.add_argument("--dir", default="demo", help="where demo data and models go (default ./demo)")
+    p.add_argument("--quick", action="store_true", help="smaller data set (for tests)")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        return int(args.func(args) or 0)
+    except UsageError as exc:
+        print(f"ad-detector: error: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeFailure as exc:
+        print(f"ad-detector: failed: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("ad-detector: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,37 @@
+"""Keras sequence model -> `sequence.onnx` (the ONNX LSTM op), checked against Keras."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from detector.bundle import SEQUENCE_INPUT, SEQUENCE_OUTPUT
+from detector.errors import RuntimeFailure
+from export.common import OPSET, name_batch_axis, save_onnx
+
+PARITY_ATOL = 1e-4
+
+
+def export_sequence(model: Any, path: Path, t: int, d: int, check: np.ndarray) -> float:
+    """Write `path` and return the largest |ONNX - Keras| probability difference on `check`."""
+    import onnxruntime as ort
+    import tensorflow as tf
+    import tf2onnx
+
+    spec = (tf.TensorSpec((None, t, d), tf.float32, name=SEQUENCE_INPUT),)
+    proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=OPSET)
+    name_batch_axis(proto)
+    outputs = [o.name for o in proto.graph.output]
+    if outputs != [SEQUENCE_OUTPUT]:
+        raise RuntimeFailure(f"tf2onnx produced outputs {outputs}, expected ['{SEQUENCE_OUTPUT}']")
+    save_onnx(proto, path)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {SEQUENCE_INPUT: check})[0]
+    expected = model.predict(check, verbose=0)
+    diff = float(np.max(np.abs(got - expected))) if len(check) else 0.0
+    if not np.isfinite(diff) or diff > PARITY_ATOL:
+        path.unlink(missing_ok=True)
+        raise RuntimeFailure(f"sequence export parity failed: ONNX differs from Keras by {diff:.3g} (tolerance {PARITY_ATOL}); nothing was published")
+    return diff

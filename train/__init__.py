@@ -1,0 +1,1 @@
+"""Training: labelled videos -> features through backbone.onnx -> LSTM -> sequence.onnx (needs `[train]`)."""
