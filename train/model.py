@@ -20,7 +20,7 @@ def build_sequence_model(t: int, d: int, n_classes: int, mean: np.ndarray, varia
     import keras
 
     inp = keras.Input((t, d), name=SEQUENCE_INPUT)
-    x = keras.layers.Normalization(mean=mean.reshape(1, 1, d), variance=variance.reshape(1, 1, d), name="standardise")(inp)
+    x = keras.layers.Normalization(mean=mean.reshape(d), variance=variance.reshape(d), name="standardise")(inp)
     if arch == "original":
         # the tutorial's model: LSTM(2048) -> Dense 512 -> Dropout -> softmax
         x = keras.layers.LSTM(2048, name="lstm")(x)
