@@ -52,6 +52,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from detector.daemon import run_command
+
+    return run_command(args)
+
+
 def cmd_classify(args: argparse.Namespace) -> int:
     from detector.offline import classify_command
 
@@ -84,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("run", help="the daemon, in the foreground")
     p.add_argument("-c", "--config", required=True)
-    p.set_defaults(func=not_yet("run"))
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("check-config", help="validate a config and print it resolved")
     p.add_argument("-c", "--config", required=True)

@@ -80,6 +80,20 @@ class ChannelEngine:
     def update_decision(self, settings: DecisionSettings) -> None:
         self.decider.update_settings(settings)
 
+    def adopt(self, old: "ChannelEngine", keep_window: bool) -> None:
+        """Take over a running channel after a model reload: the open segment always
+        survives; the window and decision state only when the features are compatible
+        (same backbone, same window length), otherwise a fresh window starts."""
+        self._open, self._p_sum, self._p_n = old._open, old._p_sum, old._p_n
+        self.stream_start = old.stream_start
+        if keep_window:
+            self.window, self.history = old.window, old.history
+            settings = self.decider.settings
+            self.decider = old.decider
+            self.decider.update_settings(settings)
+        else:
+            self.stream_start = None
+
     @property
     def current(self) -> tuple[float, bool, str] | None:
         return self._open

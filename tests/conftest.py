@@ -1,0 +1,84 @@
+"""Shared, session-scoped real artefacts: a generated demo set, a backbone exported by the
+real tf2onnx (random weights: no download here) and a bundle trained on the demo set.
+
+They are built once per test run through the real command line, as a user would, and
+reused by every test that needs them (a full export + train takes about two minutes on
+two cores).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CLI = [sys.executable, "-m", "detector"]
+TEST_DEMO = {"train_clips": 4, "test_clips": 2, "clip_seconds": 10.0, "train_recordings": 1,
+             "recording_seconds": 90.0, "broadcast_seconds": 120.0}
+
+
+def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    if extra:
+        env.update(extra)
+    return env
+
+
+def run_cli(*args: object, timeout: float = 900, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """`ad-detector ARGS` as a subprocess; returns the completed process (text output)."""
+    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=cli_env(env), cwd=cwd)
+
+
+def last_line(text: str) -> str:
+    lines = [l for l in text.strip().splitlines() if l.strip()]
+    return lines[-1] if lines else ""
+
+
+@pytest.fixture(scope="session")
+def session_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("session")
+
+
+@pytest.fixture(scope="session")
+def cache_env(session_dir: Path) -> dict[str, str]:
+    """Feature cache inside the test run, never the user's."""
+    return {"XDG_CACHE_HOME": str(session_dir / "cache")}
+
+
+@pytest.fixture(scope="session")
+def demo_set(session_dir: Path):
+    from detector.demodata import generate_demo_set
+
+    return generate_demo_set(session_dir / "demo", seed=0, progress=False, **TEST_DEMO)
+
+
+@pytest.fixture(scope="session")
+def backbone_dir(session_dir: Path, cache_env) -> Path:
+    out = session_dir / "backbone"
+    proc = run_cli("export-backbone", "-o", out, "--weights", "none", env=cache_env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(session_dir: Path, backbone_dir: Path, demo_set, cache_env) -> Path:
+    """A trained bundle (backbone copied from `backbone_dir`, sequence trained on the demo set)."""
+    out = session_dir / "bundle"
+    out.mkdir()
+    for name in ("backbone.onnx", "model.json"):
+        shutil.copy2(backbone_dir / name, out / name)
+    proc = run_cli("train", demo_set.data_dir, "-o", out, "--no-progress", "--epochs", "20", env=cache_env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+def copy_bundle(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("training"))
+    return dst
