@@ -1,0 +1,188 @@
+"""Real parts for the live tests: a GStreamer RTSP server (system Python), an H.264 broadcast
+with known ad breaks, the daemon as a subprocess with its own config, and ZeroMQ listeners.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+RTSP_SERVER = REPO / "detector" / "tools" / "rtsp_server.py"
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def to_h264(src: Path, dst: Path) -> Path:
+    """Broadcast chains carry H.264; the RTSP server packetises it without re-encoding."""
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(src), "-c:v", "libx264", "-preset", "veryfast", "-g", "25",
+                    "-bf", "0", "-pix_fmt", "yuv420p", "-an", str(dst)], check=True, timeout=600)
+    return dst
+
+
+class RtspServer:
+    """`/usr/bin/python3 rtsp_server.py` serving one file; start/stop at will (same port)."""
+
+    def __init__(self, file: Path, port: int | None = None, mount: str = "/live"):
+        self.file, self.port, self.mount = file, port or free_port(), mount
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"rtsp://127.0.0.1:{self.port}{self.mount}"
+
+    def start(self, timeout: float = 20) -> None:
+        self.proc = subprocess.Popen([SYSTEM_PYTHON, str(RTSP_SERVER), str(self.file), "--port", str(self.port), "--mount", self.mount],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + timeout
+        assert self.proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if line.startswith("READY"):
+                threading.Thread(target=self.proc.stdout.read, daemon=True).start()  # drain
+                return
+            if not line and self.proc.poll() is not None:
+                break
+        raise RuntimeError(f"RTSP server did not start (exit {self.proc.poll()})")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def write_config(path: Path, model: Path, channels: list[dict], **sections: dict) -> dict[str, str]:
+    """A daemon config on free ports; returns the endpoints."""
+    ev, snap, met = free_port(), free_port(), free_port()
+    cfg = {
+        "model": str(model),
+        "channels": channels,
+        "capture": {"open_timeout_seconds": 5, "read_timeout_seconds": 3, "stall_seconds": 4,
+                    "reconnect_initial_seconds": 0.5, "reconnect_max_seconds": 2},
+        "inference": {"providers": ["CPUExecutionProvider"], "batch_size": 8, "max_batch_delay_ms": 100},
+        "events": {"bind": f"tcp://127.0.0.1:{ev}", "snapshot_bind": f"tcp://127.0.0.1:{snap}", "heartbeat_seconds": 1,
+                   "journal": str(path.parent / "events.jsonl")},
+        "metrics": {"bind": f"127.0.0.1:{met}"},
+    }
+    for key, value in sections.items():
+        cfg.setdefault(key, {}).update(value)
+    path.write_text(yaml.safe_dump(cfg))
+    return {"events": cfg["events"]["bind"], "snapshot": cfg["events"]["snapshot_bind"],
+            "metrics": f"http://{cfg['metrics']['bind']}", "journal": cfg["events"]["journal"]}
+
+
+class Daemon:
+    """`ad-detector run -c CONFIG` as a subprocess with its stderr collected."""
+
+    def __init__(self, config: Path, env: dict[str, str] | None = None):
+        e = dict(os.environ)
+        e["PYTHONPATH"] = str(REPO) + os.pathsep + e.get("PYTHONPATH", "")
+        e.update(env or {})
+        self.log_path = config.parent / "daemon.log"
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen([sys.executable, "-m", "detector", "run", "-c", str(config)], stdout=self._log,
+                                     stderr=subprocess.STDOUT, env=e, text=True)
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text()
+
+    def wait_log(self, needle: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if needle in self.log():
+                return True
+            if self.proc.poll() is not None:
+                return needle in self.log()
+            time.sleep(0.2)
+        return False
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 10) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+class Listener:
+    """A real ZeroMQ SUB on a thread, collecting (received_monotonic, topic, payload)."""
+
+    def __init__(self, endpoint: str, rcvhwm: int = 100000):
+        import zmq
+
+        self.ctx = zmq.Context.instance()
+        self.sock = self.ctx.socket(zmq.SUB)
+        self.sock.setsockopt(zmq.RCVHWM, rcvhwm)
+        self.sock.setsockopt(zmq.SUBSCRIBE, b"")
+        self.sock.setsockopt(zmq.RCVTIMEO, 200)
+        self.sock.connect(endpoint)
+        self.events: list[tuple[float, str, dict]] = []
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        import zmq
+
+        while not self._stop.is_set():
+            try:
+                topic, body = self.sock.recv_multipart()
+            except zmq.Again:
+                continue
+            self.events.append((time.monotonic(), topic.decode(), json.loads(body)))
+        self.sock.close(0)
+
+    def of_type(self, *types: str) -> list[dict]:
+        return [e for _, _, e in list(self.events) if e["type"] in types]
+
+    def wait_for(self, pred, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if pred():
+                return True
+            time.sleep(0.1)
+        return pred()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.thread.join(2)
+
+
+def snapshot(endpoint: str, timeout_ms: int = 3000) -> dict:
+    import zmq
+
+    s = zmq.Context.instance().socket(zmq.REQ)
+    s.setsockopt(zmq.RCVTIMEO, timeout_ms)
+    s.setsockopt(zmq.LINGER, 0)
+    s.connect(endpoint)
+    try:
+        s.send(b"snapshot")
+        return json.loads(s.recv())
+    finally:
+        s.close(0)
