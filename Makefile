@@ -10,7 +10,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # ffmpeg: test media and format checks; GStreamer RTSP server (system Python) for live tests;
 # promtool (Debian's prometheus package) to check /metrics.
 DEBIAN_PACKAGES := python3-venv ffmpeg python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base \
-	gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad gstreamer1.0-libav prometheus
+	gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad gstreamer1.0-libav prometheus systemd
 
 .PHONY: demo test debian-deps venv clean-demo
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from detector.config import redact
 from detector.framestats import frame_stats
 from detector.ring import FrameMeta, Ring
 from detector.sampler import Sampler
@@ -256,13 +257,3 @@ class Capture:
         with self._lock:
             self.generation += 1
 
-
-def redact(url: str) -> str:
-    """rtsp://user:secret@host -> rtsp://user:***@host (secrets never reach logs)."""
-    if "://" not in url or "@" not in url:
-        return url
-    scheme, rest = url.split("://", 1)
-    creds, _, host = rest.partition("@")
-    if ":" in creds:
-        creds = creds.split(":", 1)[0] + ":***"
-    return f"{scheme}://{creds}@{host}"

@@ -76,6 +76,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return demo_command(args)
 
 
+# --- check-config (owned by detector/config.py's author) ---------------------------------
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """Validate the config and print it resolved (stdout, exit 0).
+
+    An invalid config raises ConfigError, a UsageError: `main` prints it (a count line, then
+    one `CONFIG:LINE: key.path: message` line per error) and exits 2.
+    """
+    from detector.config import dump_resolved, load_config
+
+    sys.stdout.write(dump_resolved(load_config(Path(args.config))))
+    return 0
+# --- end check-config --------------------------------------------------------------------
+
+
 def not_yet(name: str):
     def handler(args: argparse.Namespace) -> int:
         raise RuntimeFailure(f"`ad-detector {name}` is not implemented yet (see the open issues)")
@@ -94,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check-config", help="validate a config and print it resolved")
     p.add_argument("-c", "--config", required=True)
-    p.set_defaults(func=not_yet("check-config"))
+    p.set_defaults(func=cmd_check_config)
 
     providers_help = "ONNX Runtime execution providers in order (default: CUDA if an NVIDIA driver is present, then CPU)"
     p = sub.add_parser("classify", help="classify a recording offline and write EDL/Comskip/chapters/plots")
@@ -116,10 +130,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 
+    def cmd_subscribe(args: argparse.Namespace) -> int:
+        from detector.subscribe import subscribe_command
+
+        return subscribe_command(args)
+
     p = sub.add_parser("subscribe", help="print events as JSON lines")
-    p.add_argument("--endpoint", default="tcp://127.0.0.1:5556")
-    p.add_argument("--snapshot-endpoint")
-    p.set_defaults(func=not_yet("subscribe"))
+    p.add_argument("--endpoint", default="tcp://127.0.0.1:5556", help="the daemon's events.bind (default %(default)s)")
+    p.add_argument("--snapshot-endpoint", metavar="S",
+                   help="the daemon's events.snapshot_bind: print the current state first (a {\"type\": \"snapshot\"} line)")
+    p.add_argument("--topic", action="append", metavar="PREFIX",
+                   help="only topics starting with PREFIX, e.g. segment. or heartbeat/demo (repeatable; default all; "
+                        "seq gaps are only reported without it)")
+    p.add_argument("--count", type=int, metavar="N", help="exit 0 after N events (0 with --snapshot-endpoint: snapshot only)")
+    p.add_argument("--timeout", type=float, metavar="SECONDS", help="exit 1 if nothing arrives for SECONDS (default: wait forever)")
+    p.set_defaults(func=cmd_subscribe)
 
     p = sub.add_parser("export-backbone", help="InceptionV3 -> backbone.onnx (needs [train])")
     p.add_argument("-o", "--output", required=True, help="model bundle directory")
@@ -148,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the quick start: demo data, models, a run with events printed")
     p.add_argument("--dir", default="demo", help="where demo data and models go (default ./demo)")
     p.add_argument("--quick", action="store_true", help="smaller data set (for tests)")
+    p.add_argument("--offline", action="store_true", help="classify the demo broadcast offline instead of watching it live")
     p.set_defaults(func=cmd_demo)
     return parser
 
