@@ -83,6 +83,7 @@ class Daemon:
         self._pending: tuple[Bundle, Models, Any] | None = None
         self._lock = threading.Lock()
         self.last_inference = time.monotonic()
+        self.call_started: float | None = None     # monotonic start of the backbone call in flight
         self.bundle: Bundle | None = None
         self.models: Models | None = None
         self.channels: dict[str, Channel] = {}
@@ -239,7 +240,9 @@ class Daemon:
             if not n:
                 continue
             t0 = time.perf_counter()
+            self.call_started = time.monotonic()
             feats = self.models.features(batch[:n])
+            self.call_started = None
             bb_hist.observe(time.perf_counter() - t0)
             self.metrics.batch_size.observe(n)
             self.last_inference = time.monotonic()
@@ -345,6 +348,11 @@ class Daemon:
         now = time.monotonic()
         if self.infer_thread is not None and not self.infer_thread.is_alive():
             raise RuntimeFailure("the inference thread died; exiting so systemd restarts the daemon")
+        started = self.call_started
+        limit = self.cfg.inference.call_timeout_seconds
+        if started is not None and now - started > limit:
+            raise RuntimeFailure(f"an inference call has not returned for {now - started:.0f} s (inference.call_timeout_seconds "
+                                 f"is {limit:g}); exiting so systemd restarts the daemon")
         for ch in self.channels.values():
             cap = ch.capture
             if cap is None:

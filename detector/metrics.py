@@ -37,9 +37,11 @@ ad_detector_model_info                          info       classes, backbone_sha
 Extras (not in the contract, so they may change with a changelog note):
 
 - ``ad_detector_events_dropped_total{reason}``: events the publisher could not deliver;
-  ``hwm`` = ZeroMQ high-water mark reached (a slow subscriber; the pipeline never waits),
-  ``journal_error`` = the journal append failed, so the event was not published either
-  (the journal must hold every published event).
+  ``hwm`` = a subscriber's ZeroMQ queue overflowed (a slow subscriber; the pipeline never
+  waits): counted once per overflow episode, since ZeroMQ then skips that subscriber
+  silently until it has read half its queue; subscribers see the loss as a gap in ``seq``.
+  ``stopped`` = published after shutdown began. A failed journal write does not drop the
+  event (it is still published): see ``ad_detector_journal_errors_total``.
 - ``ad_detector_journal_errors_total``: failed journal writes (disk full, permissions).
 - ``ad_detector_provider_fallbacks_total{model}``: an execution provider that was requested
   but not used for that model (e.g. CUDA asked for, CPU running): a silent slowdown otherwise.
@@ -78,7 +80,7 @@ log = logging.getLogger(__name__)
 DROP_REASONS = ("ring_overflow", "decode_error", "timestamp_jump", "stale", "shutdown")
 EVENT_TYPES = ("segment.start", "segment.end", "heartbeat", "stream.up", "stream.down")
 MODELS = ("backbone", "sequence")
-EVENT_DROP_REASONS = ("hwm", "journal_error")
+EVENT_DROP_REASONS = ("hwm", "stopped")
 
 # One backbone batch on a CPU takes tens to hundreds of ms, a sequence call ~1 ms, a large
 # batch on a slow CPU several seconds: 1 ms .. 10 s covers both models with useful resolution.
@@ -157,7 +159,7 @@ class Metrics:
 
         # Extras (see the module docstring).
         self.events_dropped = Counter(
-            "ad_detector_events_dropped", "Events not delivered, by reason (hwm: slow subscriber; journal_error).",
+            "ad_detector_events_dropped", "Event delivery losses, by reason (hwm: a slow subscriber's queue overflowed, once per episode; stopped: after shutdown began).",
             ["reason"], registry=r)
         self.journal_errors = Counter(
             "ad_detector_journal_errors", "Failed appends to the event journal.", registry=r)

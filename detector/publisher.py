@@ -1,0 +1,534 @@
+"""The publisher thread: journal, ZeroMQ PUB, heartbeats and the late-joiner snapshot.
+
+CONTRACT.md "Events" and DESIGN.md (publisher thread, ZeroMQ guide lessons). Why it is
+built this way:
+
+- ZeroMQ sockets are not thread-safe, so ONE thread owns every socket. Other threads call
+  `publish()`, which only validates the fields and puts them on a `queue.SimpleQueue`; a byte
+  on a socketpair wakes the thread, so an event leaves within a poll cycle (well under the
+  ~50 ms budget) without the thread spinning on a timer.
+- The thread, not the caller, assigns `seq` and `emitted`: one writer makes `seq` strictly
+  increasing for the whole process without a lock around the send.
+- Every event except heartbeats is appended to the journal (flushed, fsync'ed) BEFORE it is
+  sent, so no subscriber can have seen an event the journal lacks. If the journal fails (disk
+  full), the event is still published, because an ad-replacement subscriber missing a break
+  is worse than a gap in the record; `on_journal_error` lets the caller count it, and the
+  journal reopens by itself on the next event.
+- The PUB side is an XPUB with `XPUB_NODROP`, sent with `NOBLOCK`. A plain PUB drops silently
+  at the high-water mark, so an overflow could never be counted. With `XPUB_NODROP`, a send
+  that would overflow a subscriber's queue fails with `zmq.Again` and nothing is sent; we
+  count it ("hwm") and resend the same message in lossy mode, so it still reaches every
+  subscriber with room. A slow subscriber thus loses messages itself, never blocks the
+  pipeline, and never makes a fast subscriber miss anything.
+  Limit (libzmq, measured): after that lossy send, libzmq parks the full subscriber's queue
+  and skips it silently until the subscriber has read half of it, so "hwm" counts overflow
+  EPISODES (one per time a subscriber falls behind), not every message it missed. Counting
+  every message would need the strict NODROP mode, where one stuck dashboard makes every
+  subscriber miss everything; subscribers see exactly what they missed from the gaps in `seq`.
+  The XPUB's subscription messages are read and discarded so they cannot pile up over
+  months of reconnects.
+- The snapshot endpoint is a ROUTER answering like a REP (a REQ client cannot tell the
+  difference). A REP socket has a strict recv/send state machine that a garbled or
+  abandoned request can wedge; a ROUTER answers anything, including a malformed request,
+  and a reply to a client that went away is simply dropped.
+- Heartbeats (one per channel every `heartbeat_seconds`) carry `seq` like every event but are
+  not journaled: they are liveness, not history.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import queue
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from detector import events
+from detector.errors import RuntimeFailure, UsageError
+from detector.journal import Journal, JournalError
+
+log = logging.getLogger(__name__)
+
+PUB_LINGER_MS = 500          # at stop, queued messages get this long to reach subscribers
+MAX_REQUEST_BYTES = 64 * 1024  # snapshot requests and subscriptions are tiny; refuse floods
+BATCH = 1000                 # queue items per loop turn, so snapshots and heartbeats never starve
+LOG_EVERY_SECONDS = 10.0     # rate limit for repeated warnings (drops, journal errors)
+START_TIMEOUT_SECONDS = 10.0
+
+_STOP = object()
+
+
+class _RateLimitedLog:
+    """Logs the first occurrence at once, then at most one summary line per interval."""
+
+    def __init__(self, interval: float = LOG_EVERY_SECONDS) -> None:
+        self.interval = interval
+        self.pending = 0
+        self.last = -float("inf")
+
+    def hit(self) -> int | None:
+        """Count one occurrence; return how many to report now, or None to stay quiet."""
+        self.pending += 1
+        now = time.monotonic()
+        if now - self.last >= self.interval:
+            count, self.pending, self.last = self.pending, 0, now
+            return count
+        return None
+
+
+def _new_channel_state() -> dict[str, Any]:
+    return {"state": "unknown", "segment_id": None, "since": None, "stream_up": False, "p_ad": None}
+
+
+class Publisher:
+    """Owns the journal and every ZeroMQ socket of the daemon; see the module docstring.
+
+    Callbacks run on the publisher thread and must be quick and thread-safe (metrics
+    counters are); an exception in a callback is logged and does not stop the thread.
+
+    - on_sent(channel, type): an event (heartbeats included) went out on the PUB socket.
+    - on_drop(reason): "hwm" (a subscriber's queue overflowed: it misses this message and,
+      uncounted, the following ones until it catches up; see the module docstring),
+      "stopped" (publish() after stop()), "error" (unexpected send failure).
+    - on_journal_error(exc): the journal append failed (a JournalError); the event was still sent.
+    - heartbeat_source(): channel -> {state, p_ad, stream_up, fps_in, fps_analyzed}, called on
+      the publisher thread once per heartbeat round; missing keys or channels fall back to
+      what the published events say.
+    """
+
+    def __init__(self, bind: str, snapshot_bind: str, heartbeat_seconds: float, journal_path: Path | None, run_id: str,
+                 channels: list[str], send_hwm: int = 1000, on_sent: Callable[[str, str], None] | None = None,
+                 on_drop: Callable[[str], None] | None = None,
+                 on_journal_error: Callable[[Exception], None] | None = None,
+                 heartbeat_source: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None,
+                 context: zmq.Context[Any] | None = None, journal_fsync: bool = True) -> None:
+        if not heartbeat_seconds > 0:
+            raise ValueError(f"heartbeat_seconds must be > 0, got {heartbeat_seconds!r}")
+        if send_hwm < 1:
+            raise ValueError(f"send_hwm must be >= 1, got {send_hwm!r}")
+        if not isinstance(run_id, str) or not run_id:
+            raise ValueError("run_id must be a non-empty string")
+        self.bind = bind
+        self.snapshot_bind = snapshot_bind
+        self.heartbeat_seconds = float(heartbeat_seconds)
+        self.run_id = run_id
+        self.send_hwm = int(send_hwm)
+        self._journal = Journal(Path(journal_path), fsync=journal_fsync) if journal_path is not None else None
+        self._on_sent = on_sent
+        self._on_drop = on_drop
+        self._on_journal_error = on_journal_error
+        self._heartbeat_source = heartbeat_source
+        self._given_context = context
+
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._queue_lock = threading.Lock()      # orders publish() against stop()
+        self._state_lock = threading.Lock()      # seq + channel state, read by snapshot()
+        self._seq = 0
+        self._channels: dict[str, dict[str, Any]] = {name: _new_channel_state() for name in channels}
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._bound = threading.Event()
+        self._bind_error: BaseException | None = None
+        self._failed = False
+        self.endpoint: str | None = None           # actual endpoints once bound (resolves "*" ports)
+        self.snapshot_endpoint: str | None = None
+        # wakeup: publish() writes a byte, the thread polls the other end next to its sockets
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._wake_pending = False
+        self._drop_log = _RateLimitedLog()
+        self._journal_log = _RateLimitedLog()
+        self._journal_failing = False
+
+    # -- public API (any thread) ------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the thread and wait until both sockets are bound.
+
+        Raises UsageError naming the endpoint if a bind fails (address in use, bad endpoint):
+        the bind happens on the thread that will own the socket, and its result comes back
+        through a threading.Event.
+        """
+        if self._thread is not None:
+            raise RuntimeError("publisher already started")
+        self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
+        self._thread.start()
+        if not self._bound.wait(START_TIMEOUT_SECONDS):
+            raise RuntimeFailure(f"publisher thread did not bind {self.bind} within {START_TIMEOUT_SECONDS:g} s")
+        if self._bind_error is not None:
+            with self._queue_lock:
+                self._stopping = True  # a publisher that never ran drops (and counts) late events
+            self._thread.join(timeout=2.0)
+            self._close_wakeup()
+            raise self._bind_error
+
+    def publish(self, type: str, channel: str, **fields: Any) -> None:
+        """Queue an event; never blocks on the network. Thread-safe.
+
+        The fields are validated here (ValueError on a contract violation), so a bug shows
+        up in the caller's traceback rather than as a log line from another thread.
+        """
+        events.make_event(type, channel, 1, self.run_id, time.time(), **dict(fields))
+        with self._queue_lock:
+            if self._stopping:
+                log.warning("event after stop dropped type=%s channel=%s", type, channel)
+                self._call(self._on_drop, "stopped")
+                return
+            self._queue.put((type, channel, fields))
+        self._wake()
+
+    def stop(self, timeout: float = 3.0) -> None:
+        """Send everything already queued, close the sockets (linger <= 0.5 s), join the thread."""
+        with self._queue_lock:
+            if self._stopping:
+                return
+            self._stopping = True
+            self._queue.put(_STOP)
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            self._close_wakeup()
+            if self._journal is not None:
+                self._journal.close()
+            return
+        self._wake()
+        thread.join(timeout)
+        if thread.is_alive():
+            log.warning("publisher thread still draining after stop timeout_s=%.1f queued=%s", timeout,
+                        "yes" if not self._queue.empty() else "no")
+        else:
+            self._close_wakeup()
+
+    @property
+    def last_seq(self) -> int:
+        """`seq` of the last event sent (0 before the first)."""
+        with self._state_lock:
+            return self._seq
+
+    @property
+    def alive(self) -> bool:
+        """True while the thread runs normally (for the daemon's supervision and /healthz)."""
+        return self._thread is not None and self._thread.is_alive() and not self._failed
+
+    def snapshot(self) -> dict[str, Any]:
+        """Current state for late joiners: {"seq", "run_id", "channels": {name: {...}}}.
+
+        `seq` and `channels` are read together under one lock, so the state reflects exactly
+        the events up to `seq`: a subscriber that drops updates with seq <= snapshot seq
+        misses nothing and applies nothing twice.
+        """
+        with self._state_lock:
+            return {"seq": self._seq, "run_id": self.run_id, "channels": copy.deepcopy(self._channels)}
+
+    def __enter__(self) -> Publisher:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        # one pending wakeup is enough: skipping the syscall while the thread has not yet
+        # drained keeps a burst of publish() calls from ping-ponging the GIL per event. The
+        # thread clears the flag BEFORE draining the queue, so no item is ever left unseen.
+        if self._wake_pending:
+            return
+        self._wake_pending = True
+        try:
+            self._wake_w.send(b"\0")
+        except (BlockingIOError, InterruptedError):
+            pass  # the buffer is full of wakeups already: the thread will wake
+        except OSError:
+            pass  # closed after stop: nothing to wake
+
+    def _close_wakeup(self) -> None:
+        for sock in (self._wake_r, self._wake_w):
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    def _call(self, callback: Callable[..., Any] | None, *args: Any) -> None:
+        if callback is None:
+            return
+        try:
+            callback(*args)
+        except Exception:
+            log.exception("publisher callback failed callback=%s", getattr(callback, "__name__", callback))
+
+    # -- the thread ---------------------------------------------------------------------------
+
+    def _bind_sockets(self, ctx: zmq.Context[Any]) -> tuple[zmq.Socket[Any], zmq.Socket[Any]]:
+        pub = ctx.socket(zmq.XPUB)
+        rep = ctx.socket(zmq.ROUTER)
+        try:
+            pub.setsockopt(zmq.SNDHWM, self.send_hwm)
+            pub.setsockopt(zmq.LINGER, PUB_LINGER_MS)
+            pub.setsockopt(zmq.XPUB_NODROP, 1)
+            pub.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
+            # a subscriber host that vanished (cable, power) is noticed in minutes, not hours
+            pub.setsockopt(zmq.TCP_KEEPALIVE, 1)
+            pub.setsockopt(zmq.TCP_KEEPALIVE_IDLE, 60)
+            pub.setsockopt(zmq.TCP_KEEPALIVE_INTVL, 10)
+            rep.setsockopt(zmq.LINGER, 0)
+            rep.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
+            for sock, endpoint, what in ((pub, self.bind, "events PUB"), (rep, self.snapshot_bind, "snapshot REP")):
+                try:
+                    sock.bind(endpoint)
+                except zmq.ZMQError as exc:
+                    raise UsageError(f"cannot bind {what} socket to {endpoint}: {exc.strerror}") from None
+            self.endpoint = _last_endpoint(pub, self.bind)
+            self.snapshot_endpoint = _last_endpoint(rep, self.snapshot_bind)
+        except BaseException:
+            pub.close(linger=0)
+            rep.close(linger=0)
+            raise
+        return pub, rep
+
+    def _run(self) -> None:
+        ctx = self._given_context or zmq.Context()
+        pub = rep = None
+        try:
+            try:
+                pub, rep = self._bind_sockets(ctx)
+            except BaseException as exc:
+                self._bind_error = exc if isinstance(exc, UsageError) else RuntimeFailure(f"publisher start failed: {exc}")
+                return
+            finally:
+                self._bound.set()
+            log.info("publisher bound pub=%s snapshot=%s run_id=%s heartbeat_s=%g journal=%s", self.endpoint,
+                     self.snapshot_endpoint, self.run_id, self.heartbeat_seconds,
+                     self._journal.path if self._journal else "off")
+            if self._journal is not None:
+                try:
+                    self._journal.open()
+                except JournalError as exc:
+                    log.error("journal not writable yet, events will still be published error=%s", exc)
+            self._loop(pub, rep)
+        except Exception:
+            self._failed = True
+            log.exception("publisher thread failed; events are no longer published")
+        finally:
+            for sock in (pub, rep):
+                if sock is not None:
+                    sock.close()  # PUB keeps its linger so queued messages can still leave
+            if self._given_context is None:
+                ctx.term()
+            if self._journal is not None:
+                self._journal.close()
+            if self._bind_error is None:
+                log.info("publisher stopped last_seq=%d", self._seq)
+
+    def _loop(self, pub: zmq.Socket[Any], rep: zmq.Socket[Any]) -> None:
+        poller = zmq.Poller()
+        poller.register(pub, zmq.POLLIN)       # subscription messages
+        poller.register(rep, zmq.POLLIN)       # snapshot requests
+        poller.register(self._wake_r.fileno(), zmq.POLLIN)
+        next_heartbeat = time.monotonic() + self.heartbeat_seconds
+        stopping = False
+        while not stopping:
+            wait = 0.0 if not self._queue.empty() else max(0.0, next_heartbeat - time.monotonic())
+            ready = dict(poller.poll(math.ceil(wait * 1000)))
+            if pub in ready:
+                self._drain_subscriptions(pub)
+            if self._wake_r.fileno() in ready:
+                self._wake_pending = False
+                self._drain_wakeups()
+            stopping = self._drain_queue(pub)
+            if rep in ready:
+                self._answer_snapshots(rep)
+            now = time.monotonic()
+            if now >= next_heartbeat and not stopping:
+                self._send_heartbeats(pub)
+                next_heartbeat += self.heartbeat_seconds
+                if next_heartbeat <= now:  # fell behind (a long burst): no catch-up storm
+                    next_heartbeat = now + self.heartbeat_seconds
+
+    def _drain_wakeups(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+
+    def _drain_subscriptions(self, pub: zmq.Socket[Any]) -> None:
+        for _ in range(BATCH):
+            try:
+                msg = pub.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if msg[:1] in (b"\x01", b"\x00"):
+                log.debug("subscriber %s topic=%r", "subscribed" if msg[:1] == b"\x01" else "unsubscribed",
+                          msg[1:80].decode("utf-8", "replace"))
+
+    def _drain_queue(self, pub: zmq.Socket[Any]) -> bool:
+        """Publish up to BATCH queued events; True once the stop marker is reached."""
+        for _ in range(BATCH):
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return False
+            if item is _STOP:
+                return True
+            type_, channel, fields = item
+            try:
+                self._publish_now(pub, type_, channel, fields)
+            except Exception:
+                log.exception("event could not be published type=%s channel=%s", type_, channel)
+        return False
+
+    def _publish_now(self, pub: zmq.Socket[Any], type_: str, channel: str, fields: dict[str, Any]) -> None:
+        seq = self._seq + 1
+        event = events.make_event(type_, channel, seq, self.run_id, time.time(), **dict(fields))
+        if self._journal is not None:
+            self._append_journal(event)
+        sent = self._send(pub, event)
+        with self._state_lock:
+            self._seq = seq
+            self._apply(event)
+        if log.isEnabledFor(logging.INFO):
+            extras = " ".join(f"{k}={_kv(v)}" for k, v in event.items() if k not in events.ENVELOPE)
+            log.info("event published type=%s channel=%s seq=%d sent=%s %s", type_, channel, seq,
+                     "yes" if sent else "no", extras)
+
+    def _append_journal(self, event: dict[str, Any]) -> None:
+        assert self._journal is not None
+        try:
+            self._journal.append(event)
+        except JournalError as exc:
+            self._journal_failing = True
+            count = self._journal_log.hit()
+            if count is not None:
+                log.error("journal append failed, event published anyway error=%s failures=%d seq=%d", exc, count,
+                          event["seq"])
+            self._call(self._on_journal_error, exc)
+            return
+        if self._journal_failing:
+            self._journal_failing = False
+            log.info("journal writable again path=%s seq=%d", self._journal.path, event["seq"])
+
+    def _send(self, pub: zmq.Socket[Any], event: dict[str, Any]) -> bool:
+        """Send without ever blocking; count a drop when some subscriber's queue is full."""
+        frames = events.encode(event)
+        try:
+            pub.send_multipart(frames, flags=zmq.NOBLOCK)
+        except zmq.Again:
+            self._call(self._on_drop, "hwm")
+            count = self._drop_log.hit()
+            if count is not None:
+                log.warning("slow subscriber: its queue overflowed, it misses messages until it catches up "
+                            "overflows=%d seq=%d", count, event["seq"])
+            # lossy resend: every subscriber with room still gets it, the full ones miss it
+            pub.setsockopt(zmq.XPUB_NODROP, 0)
+            try:
+                pub.send_multipart(frames, flags=zmq.NOBLOCK)
+            except zmq.ZMQError as exc:
+                log.error("event send failed seq=%d error=%s", event["seq"], exc)
+                self._call(self._on_drop, "error")
+                return False
+            finally:
+                pub.setsockopt(zmq.XPUB_NODROP, 1)
+        except zmq.ZMQError as exc:
+            log.error("event send failed seq=%d error=%s", event["seq"], exc)
+            self._call(self._on_drop, "error")
+            return False
+        self._call(self._on_sent, event["channel"], event["type"])
+        return True
+
+    def _apply(self, event: dict[str, Any]) -> None:
+        """Update the per-channel state the snapshot reports (caller holds _state_lock)."""
+        type_ = event["type"]
+        if type_ == "heartbeat":
+            return
+        state = self._channels.get(event["channel"])
+        if state is None:
+            log.info("publishing for a channel not configured at start channel=%s", event["channel"])
+            state = self._channels[event["channel"]] = _new_channel_state()
+        if type_ == "segment.start":
+            state.update(state=event["label"], segment_id=event["segment_id"], since=event["time"])
+        elif type_ == "stream.down":
+            state.update(stream_up=False, state="unknown", segment_id=None, since=event["emitted"])
+        elif type_ == "stream.up":
+            state["stream_up"] = True
+        # segment.end alone changes nothing: the next segment.start follows it
+
+    def _answer_snapshots(self, rep: zmq.Socket[Any]) -> None:
+        """Answer every pending request with the snapshot, whatever the request said."""
+        for _ in range(BATCH):
+            try:
+                request = rep.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            # ROUTER frames: [identity, (REQ envelope ..., b""), body...]; echo the envelope
+            envelope = request[:1]
+            for i in range(1, len(request)):
+                if request[i] == b"":
+                    envelope = request[: i + 1]
+                    break
+            snap = self.snapshot()
+            reply = json.dumps({"schema": events.SCHEMA, **snap}, ensure_ascii=False, separators=(",", ":"),
+                               allow_nan=False).encode("utf-8")
+            try:
+                rep.send_multipart([*envelope, reply], flags=zmq.NOBLOCK)
+            except zmq.ZMQError as exc:
+                log.debug("snapshot reply not sent error=%s", exc)
+                continue
+            log.debug("snapshot served seq=%d channels=%d", snap["seq"], len(snap["channels"]))
+
+    def _send_heartbeats(self, pub: zmq.Socket[Any]) -> None:
+        live: Mapping[str, Mapping[str, Any]] = {}
+        if self._heartbeat_source is not None:
+            try:
+                live = self._heartbeat_source() or {}
+            except Exception:
+                log.exception("heartbeat source failed; heartbeats carry the published state only")
+        with self._state_lock:
+            names = list(self._channels)
+        for name in names:
+            with self._state_lock:
+                tracked = dict(self._channels[name])
+            fields: dict[str, Any] = {"state": tracked["state"], "p_ad": tracked["p_ad"],
+                                      "stream_up": tracked["stream_up"], "fps_in": 0.0, "fps_analyzed": 0.0}
+            source = live.get(name) if isinstance(live, Mapping) else None
+            if isinstance(source, Mapping):
+                fields.update({k: source[k] for k in events.HEARTBEAT_FIELDS if k in source})
+            seq = self._seq + 1
+            try:
+                event = events.make_event("heartbeat", name, seq, self.run_id, time.time(), **fields)
+            except ValueError as exc:
+                log.warning("heartbeat source gave invalid values, using published state channel=%s error=%s", name, exc)
+                fields = {"state": tracked["state"], "p_ad": tracked["p_ad"], "stream_up": tracked["stream_up"],
+                          "fps_in": 0.0, "fps_analyzed": 0.0}
+                event = events.make_event("heartbeat", name, seq, self.run_id, time.time(), **fields)
+            self._send(pub, event)
+            with self._state_lock:
+                self._seq = seq
+                self._channels[name]["p_ad"] = event["p_ad"]
+            log.debug("heartbeat sent channel=%s seq=%d state=%s p_ad=%s stream_up=%s", name, seq, event["state"],
+                      event["p_ad"], event["stream_up"])
+
+
+def _kv(value: Any) -> str:
+    """A log value that keeps `key=value` lines parseable: bare when safe, else JSON-quoted."""
+    if isinstance(value, str) and value and not any(c.isspace() or c in "\"=" for c in value):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _last_endpoint(sock: zmq.Socket[Any], fallback: str) -> str:
+    try:
+        value = sock.getsockopt(zmq.LAST_ENDPOINT)
+    except zmq.ZMQError:
+        return fallback
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    return text or fallback

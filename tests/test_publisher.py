@@ -1,0 +1,447 @@
+"""The publisher thread and the journal, with real ZeroMQ sockets on 127.0.0.1.
+
+Endpoints use ZeroMQ's wildcard port (`tcp://127.0.0.1:*`); the publisher reports the port
+it got, so tests never race each other for a "free" port.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import statistics
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import zmq
+
+from detector import events, journal
+from detector.errors import UsageError
+from detector.journal import Journal, JournalError, read_journal
+from detector.publisher import Publisher
+
+ANY = "tcp://127.0.0.1:*"
+RUN = "test-run"
+PROBE = "probe"  # channel used to learn that a SUB's subscription has reached the publisher
+
+
+def segment(label: str = "commercial", n: int = 1, **extra) -> dict:
+    return dict(label=label, is_ad=label == "commercial", confidence=0.9, segment_id=f"demo-{n}",
+                time=time.time() - 1.0, stream_time=10.0 * n, **extra)
+
+
+@pytest.fixture
+def ctx() -> Iterator[zmq.Context]:
+    context = zmq.Context()
+    yield context
+    context.destroy(linger=0)
+
+
+@pytest.fixture
+def make_publisher() -> Iterator[Callable[..., Publisher]]:
+    started: list[Publisher] = []
+
+    def make(**kwargs) -> Publisher:
+        options = dict(bind=ANY, snapshot_bind=ANY, heartbeat_seconds=60.0, journal_path=None, run_id=RUN,
+                       channels=["a", "b"])
+        options.update(kwargs)
+        pub = Publisher(**options)
+        pub.start()
+        started.append(pub)
+        return pub
+
+    yield make
+    for pub in started:
+        pub.stop()
+
+
+def subscriber(ctx: zmq.Context, endpoint: str, *topics: bytes, **options: int) -> zmq.Socket:
+    sock = ctx.socket(zmq.SUB)
+    sock.setsockopt(zmq.LINGER, 0)
+    for name, value in options.items():
+        sock.setsockopt(getattr(zmq, name.upper()), value)
+    for prefix in topics or (b"",):
+        sock.setsockopt(zmq.SUBSCRIBE, prefix)
+    sock.connect(endpoint)
+    return sock
+
+
+def recv(sock: zmq.Socket, timeout: float = 3.0, skip_probes: bool = True) -> list[bytes]:
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not sock.poll(int(left * 1000)):
+            raise AssertionError(f"nothing received within {timeout} s")
+        frames = sock.recv_multipart()
+        if skip_probes and frames[0].endswith(f"/{PROBE}".encode()):
+            continue
+        return frames
+
+
+def wait_subscribed(pub: Publisher, sock: zmq.Socket, timeout: float = 5.0) -> None:
+    """Publish probes until the SUB gets one: ZeroMQ's slow-joiner problem, made deterministic."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pub.publish("stream.up", PROBE)
+        if sock.poll(100):
+            frames = sock.recv_multipart()
+            assert frames[0] == f"stream.up/{PROBE}".encode()
+            return
+    raise AssertionError("subscription never reached the publisher")
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.01)
+
+
+def snapshot_request(ctx: zmq.Context, endpoint: str, *frames: bytes) -> dict:
+    req = ctx.socket(zmq.REQ)
+    req.setsockopt(zmq.LINGER, 0)
+    req.setsockopt(zmq.RCVTIMEO, 3000)
+    req.connect(endpoint)
+    req.send_multipart(list(frames) or [b"snapshot"])
+    reply = req.recv_multipart()
+    req.close()
+    assert len(reply) == 1
+    return json.loads(reply[0])
+
+
+# -- events on the wire ---------------------------------------------------------------------------
+
+def test_segment_events_arrive_in_order_as_two_frames(ctx, make_publisher):
+    sent: list[tuple[str, str]] = []
+    pub = make_publisher(on_sent=lambda channel, kind: sent.append((channel, kind)))
+    sub = subscriber(ctx, pub.endpoint)
+    wait_subscribed(pub, sub)
+    pub.publish("segment.start", "a", **segment("commercial", 1))
+    pub.publish("segment.end", "a", duration=31.5, **segment("commercial", 1))
+    pub.publish("segment.start", "a", **segment("football", 2))
+    received = [recv(sub) for _ in range(3)]
+    assert [f[0] for f in received] == [b"segment.start/a", b"segment.end/a", b"segment.start/a"]
+    decoded = [events.decode(f) for f in received]
+    assert [e["label"] for e in decoded] == ["commercial", "commercial", "football"]
+    assert decoded[1]["duration"] == 31.5
+    seqs = [e["seq"] for e in decoded]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 3 and seqs[2] - seqs[0] == 2
+    assert all(e["run_id"] == RUN and e["schema"] == 1 for e in decoded)
+    # on_sent runs right after the send, so it may trail the subscriber by a moment
+    wait_until(lambda: ("a", "segment.end") in sent and sent.count(("a", "segment.start")) == 2)
+
+
+def test_every_event_is_in_the_journal_before_it_is_received(ctx, make_publisher, tmp_path):
+    path = tmp_path / "journal" / "events.jsonl"
+    pub = make_publisher(journal_path=path)
+    sub = subscriber(ctx, pub.endpoint)
+    wait_subscribed(pub, sub)
+    kinds = ["stream.up", "segment.start", "segment.end", "stream.down"] * 5
+    for i, kind in enumerate(kinds, 1):
+        fields = {"stream.up": {"source": "rtsp://cam/live"}, "stream.down": {"reason": "stalled"},
+                  "segment.start": segment(n=i), "segment.end": {**segment(n=i), "duration": 2.0}}[kind]
+        pub.publish(kind, "b", **fields)
+    for kind in kinds:
+        event = events.decode(recv(sub))
+        assert event["type"] == kind
+        # read the journal at the moment the subscriber holds the event
+        journaled = {e["seq"]: e for e in read_journal(path)}
+        assert journaled.get(event["seq"]) == event
+    wait_until(lambda: pub.last_seq == len(kinds) + 1)  # the probe came first
+    seqs = [e["seq"] for e in read_journal(path)]
+    assert seqs == list(range(1, pub.last_seq + 1))  # strictly increasing from 1, nothing missing
+
+
+def test_events_leave_within_50_ms(ctx, make_publisher):
+    pub = make_publisher()
+    sub = subscriber(ctx, pub.endpoint)
+    wait_subscribed(pub, sub)
+    delays = []
+    for i in range(20):
+        t0 = time.perf_counter()
+        pub.publish("segment.start", "a", **segment(n=i))
+        recv(sub)
+        delays.append(time.perf_counter() - t0)
+        time.sleep(0.01)
+    assert statistics.median(delays) < 0.05, delays
+
+
+def test_heartbeats_every_interval_with_contract_fields_and_not_journaled(ctx, make_publisher, tmp_path):
+    path = tmp_path / "events.jsonl"
+    live = {"a": {"state": "commercial", "p_ad": 0.8, "stream_up": True, "fps_in": 25.0, "fps_analyzed": 5.0}}
+    pub = make_publisher(heartbeat_seconds=0.2, journal_path=path, heartbeat_source=lambda: live)
+    sub = subscriber(ctx, pub.endpoint, b"heartbeat/")
+    arrivals: dict[str, list[float]] = {"a": [], "b": []}
+    last: dict[str, dict] = {}
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        if sub.poll(100):
+            frames = sub.recv_multipart()
+            event = events.decode(frames)
+            assert frames[0] == f"heartbeat/{event['channel']}".encode()
+            arrivals[event["channel"]].append(time.monotonic())
+            last[event["channel"]] = event
+    for channel, times in arrivals.items():
+        assert len(times) >= 4, (channel, times)
+        gaps = [b - a for a, b in zip(times, times[1:])]
+        assert all(0.1 < g < 0.4 for g in gaps), gaps
+        assert abs(statistics.mean(gaps) - 0.2) < 0.05, gaps
+    a, b = last["a"], last["b"]
+    assert {k: a[k] for k in events.HEARTBEAT_FIELDS} == live["a"]
+    # a channel the source does not know: what the published events say
+    assert (b["state"], b["p_ad"], b["stream_up"], b["fps_in"], b["fps_analyzed"]) == ("unknown", None, False, 0.0, 0.0)
+    assert pub.snapshot()["channels"]["a"]["p_ad"] == 0.8
+    pub.publish("stream.up", "a")
+    wait_until(lambda: path.exists() and any(True for _ in read_journal(path)))
+    assert [e["type"] for e in read_journal(path)] == ["stream.up"]
+
+
+def test_a_failing_heartbeat_source_does_not_stop_heartbeats(ctx, make_publisher):
+    def broken() -> dict:
+        raise RuntimeError("pipeline gone")
+
+    pub = make_publisher(heartbeat_seconds=0.1, heartbeat_source=broken)
+    sub = subscriber(ctx, pub.endpoint, b"heartbeat/a")
+    first, second = events.decode(recv(sub)), events.decode(recv(sub))
+    assert first["state"] == "unknown" and second["seq"] > first["seq"]
+    assert pub.alive
+
+
+# -- snapshot -------------------------------------------------------------------------------------
+
+def test_snapshot_answers_seq_and_channel_state(ctx, make_publisher):
+    pub = make_publisher()
+    empty = snapshot_request(ctx, pub.snapshot_endpoint)
+    assert empty["seq"] == 0 and empty["run_id"] == RUN and set(empty["channels"]) == {"a", "b"}
+    assert empty["channels"]["a"] == {"state": "unknown", "segment_id": None, "since": None, "stream_up": False,
+                                      "p_ad": None}
+    start = segment("commercial", 3)
+    pub.publish("stream.up", "a")
+    pub.publish("segment.start", "a", **start)
+    pub.publish("stream.up", "b")
+    pub.publish("segment.start", "b", **segment("football", 4))
+    pub.publish("segment.end", "b", duration=5.0, **segment("football", 4))
+    pub.publish("stream.down", "b", reason="stalled")
+    wait_until(lambda: pub.last_seq == 6)
+    snap = snapshot_request(ctx, pub.snapshot_endpoint)
+    assert snap["seq"] == 6 and snap["schema"] == 1
+    a, b = snap["channels"]["a"], snap["channels"]["b"]
+    assert a == {"state": "commercial", "segment_id": "demo-3", "since": events.rfc3339(start["time"]),
+                 "stream_up": True, "p_ad": None}
+    assert b["stream_up"] is False and b["state"] == "unknown" and b["segment_id"] is None
+    assert {k: v for k, v in snap.items() if k != "schema"} == pub.snapshot()
+
+
+def test_segment_end_alone_keeps_the_state(make_publisher):
+    pub = make_publisher()
+    pub.publish("segment.start", "a", **segment("commercial", 1))
+    pub.publish("segment.end", "a", duration=3.0, **segment("commercial", 1))
+    wait_until(lambda: pub.last_seq == 2)
+    assert pub.snapshot()["channels"]["a"]["state"] == "commercial"
+
+
+def test_malformed_snapshot_requests_still_get_a_reply(ctx, make_publisher):
+    pub = make_publisher()
+    # a DEALER without the REQ envelope, with junk
+    dealer = ctx.socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.setsockopt(zmq.RCVTIMEO, 3000)
+    dealer.connect(pub.snapshot_endpoint)
+    dealer.send_multipart([b"\xff\x00garbage", b"more"])
+    reply = dealer.recv_multipart()
+    assert json.loads(reply[-1])["run_id"] == RUN
+    # a REQ with several odd frames, then an abandoned REQ that never reads its reply
+    assert snapshot_request(ctx, pub.snapshot_endpoint, b"", b"{not json", b"\x00")["seq"] == 0
+    abandoned = ctx.socket(zmq.REQ)
+    abandoned.connect(pub.snapshot_endpoint)
+    abandoned.send(b"hello")
+    abandoned.close(linger=0)
+    # nothing wedged
+    for _ in range(3):
+        assert snapshot_request(ctx, pub.snapshot_endpoint)["run_id"] == RUN
+
+
+# -- slow subscribers, failures, lifecycle ----------------------------------------------------
+
+def test_a_subscriber_that_never_reads_blocks_nothing_and_drops_are_counted(ctx, make_publisher):
+    drops: list[str] = []
+    pub = make_publisher(on_drop=drops.append)
+    stuck = subscriber(ctx, pub.endpoint, rcvhwm=1, rcvbuf=4096)
+    wait_subscribed(pub, stuck)  # it reads this one probe, then never again
+    healthy = subscriber(ctx, pub.endpoint)
+    wait_subscribed(pub, healthy)
+    got = {"events": 0, "marker": False}
+
+    def read_healthy() -> None:  # the socket now belongs to this thread alone
+        deadline = time.monotonic() + 40.0
+        while time.monotonic() < deadline:
+            if healthy.poll(100):
+                topic = healthy.recv_multipart()[0]
+                if topic == b"stream.down/b":
+                    got["marker"] = True
+                    return
+                got["events"] += 1
+
+    reader = threading.Thread(target=read_healthy)
+    reader.start()
+    base = pub.last_seq
+    n = 50_000
+    t0 = time.monotonic()
+    for i in range(n):
+        pub.publish("stream.up", "a", note="x" * 200, i=i)
+    publish_seconds = time.monotonic() - t0
+    wait_until(lambda: pub.last_seq >= base + n, timeout=25.0)
+    total_seconds = time.monotonic() - t0
+    # the stuck subscriber's full queue does not keep others from new events. (The healthy
+    # reader may itself be behind on a loaded machine, and so miss a marker: repeat it.)
+    deadline = time.monotonic() + 30.0
+    while reader.is_alive() and time.monotonic() < deadline:
+        pub.publish("stream.down", "b", reason="marker")
+        reader.join(timeout=0.5)
+    assert got["marker"], got
+    # loose bounds (about 2 s and 4 s on an idle 2-core machine): what matters is that
+    # neither publish() nor the thread waits for the stuck subscriber
+    assert publish_seconds < 12.0 and total_seconds < 20.0, (publish_seconds, total_seconds)
+    # counted per overflow episode (libzmq parks a full queue), so at least one
+    assert len(drops) >= 1 and set(drops) == {"hwm"}
+    assert pub.alive
+
+
+def test_journal_failure_still_publishes_and_reports(ctx, make_publisher, tmp_path):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the journal's directory should be")
+    errors: list[Exception] = []
+    drops: list[str] = []
+    pub = make_publisher(journal_path=blocker / "events.jsonl", on_journal_error=errors.append, on_drop=drops.append)
+    sub = subscriber(ctx, pub.endpoint)
+    wait_subscribed(pub, sub)
+    pub.publish("segment.start", "a", **segment())
+    pub.publish("stream.down", "a", reason="stalled")
+    assert [events.decode(recv(sub))["type"] for _ in range(2)] == ["segment.start", "stream.down"]
+    wait_until(lambda: len(errors) >= 3)  # the probe and the two events
+    assert all(isinstance(e, JournalError) and "not-a-directory" in str(e) for e in errors)
+    assert drops == []
+    assert pub.alive
+
+
+def test_bind_on_a_port_in_use_is_a_usage_error_naming_the_endpoint(make_publisher):
+    first = make_publisher()
+    with pytest.raises(UsageError, match=first.endpoint.replace(".", r"\.")):
+        Publisher(first.endpoint, ANY, 60.0, None, RUN, ["a"]).start()
+    with pytest.raises(UsageError, match=first.snapshot_endpoint.replace(".", r"\.")):
+        Publisher(ANY, first.snapshot_endpoint, 60.0, None, RUN, ["a"]).start()
+    with pytest.raises(UsageError, match="tcp://127.0.0.1:notaport"):
+        Publisher("tcp://127.0.0.1:notaport", ANY, 60.0, None, RUN, ["a"]).start()
+    wait_until(lambda: sum(t.name == "publisher" for t in threading.enumerate()) == 1)
+
+
+def test_stop_sends_everything_already_queued(ctx, tmp_path):
+    path = tmp_path / "events.jsonl"
+    pub = Publisher(ANY, ANY, 60.0, path, RUN, ["a"], journal_fsync=False)
+    pub.start()
+    sub = subscriber(ctx, pub.endpoint)
+    wait_subscribed(pub, sub)
+    for i in range(500):
+        pub.publish("segment.start", "a", **segment(n=i))
+    pub.stop()
+    got = [events.decode(recv(sub))["segment_id"] for _ in range(500)]
+    assert got == [f"demo-{i}" for i in range(500)]
+    assert sum(e["type"] == "segment.start" for e in read_journal(path)) == 500
+    assert not pub.alive
+
+
+def test_publish_validates_in_the_caller_and_drops_after_stop(make_publisher):
+    drops: list[str] = []
+    pub = make_publisher(on_drop=drops.append)
+    with pytest.raises(ValueError, match="confidence"):
+        pub.publish("segment.start", "a", **{**segment(), "confidence": 7})
+    with pytest.raises(ValueError, match="unknown event type"):
+        pub.publish("segment.middle", "a")
+    pub.stop()
+    pub.publish("stream.up", "a")
+    assert drops == ["stopped"]
+    assert pub.last_seq == 0
+
+
+def test_channels_not_configured_at_start_are_tracked(make_publisher):
+    pub = make_publisher(channels=[])
+    pub.publish("stream.up", "late")
+    wait_until(lambda: pub.last_seq == 1)
+    assert pub.snapshot()["channels"]["late"]["stream_up"] is True
+
+
+# -- the journal on its own -------------------------------------------------------------------
+
+def test_journal_appends_lines_and_reads_them_back(tmp_path):
+    path = tmp_path / "sub" / "events.jsonl"
+    with Journal(path) as j:
+        j.append({"seq": 1, "text": "coupé"})
+        j.append({"seq": 2})
+    assert path.read_text(encoding="utf-8").splitlines() == ['{"seq":1,"text":"coupé"}', '{"seq":2}']
+    assert [e["seq"] for e in read_journal(path)] == [1, 2]
+
+
+def test_read_journal_skips_a_torn_last_line(tmp_path):
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b'{"seq":1}\n{"seq":2}\n{"seq":3,"ty')
+    assert [e["seq"] for e in read_journal(path)] == [1, 2]
+    # the next run terminates the fragment so its own records stay intact
+    with Journal(path) as j:
+        j.append({"seq": 1, "run": "b"})
+    assert [e["seq"] for e in read_journal(path)] == [1, 2, 1]
+
+
+def test_journal_resumes_after_disk_full(tmp_path, monkeypatch):
+    path = tmp_path / "events.jsonl"
+    j = Journal(path)
+    j.append({"seq": 1})
+    real_write = os.write
+    calls = {"n": 0}
+
+    def full_disk(fd: int, data) -> int:
+        calls["n"] += 1
+        if calls["n"] == 1:  # half a line makes it to disk, then the disk is full
+            return real_write(fd, bytes(data[: len(data) // 2]))
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(journal.os, "write", full_disk)
+    with pytest.raises(JournalError, match="No space left"):
+        j.append({"seq": 2, "padding": "x" * 50})
+    with pytest.raises(JournalError):
+        j.append({"seq": 3})
+    monkeypatch.setattr(journal.os, "write", real_write)  # the disk recovers
+    j.append({"seq": 4})
+    j.close()
+    assert [e["seq"] for e in read_journal(path)] == [1, 4]
+    assert path.read_bytes().endswith(b'\n{"seq":4}\n')
+
+
+def test_journal_follows_a_rotated_file(tmp_path):
+    path = tmp_path / "events.jsonl"
+    j = Journal(path, fsync=False)
+    j.append({"seq": 1})
+    path.rename(tmp_path / "events.jsonl.1")
+    j.append({"seq": 2})
+    j.close()
+    assert [e["seq"] for e in read_journal(path)] == [2]
+    assert [e["seq"] for e in read_journal(tmp_path / "events.jsonl.1")] == [1]
+
+
+def test_journal_error_on_an_unwritable_path(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(JournalError, match="journal"):
+        Journal(blocker / "events.jsonl").append({"seq": 1})
+
+
+def test_publisher_journal_path_type(tmp_path):
+    # str paths from a config object work as well as Path
+    pub = Publisher(ANY, ANY, 60.0, str(tmp_path / "j.jsonl"), RUN, ["a"])  # type: ignore[arg-type]
+    pub.start()
+    pub.publish("stream.up", "a")
+    pub.stop()
+    assert [e["type"] for e in read_journal(Path(tmp_path / "j.jsonl"))] == ["stream.up"]

@@ -1,0 +1,215 @@
+"""`ad-detector subscribe` as a user runs it (a subprocess) against real ZeroMQ sockets.
+
+Against the real Publisher for the whole late-joiner handshake, and against hand-driven
+XPUB/ROUTER sockets where a test needs exact control of what arrives when (gaps, restarts,
+garbage, events already contained in the snapshot).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import zmq
+
+from detector import events
+from detector.publisher import Publisher
+from conftest import CLI, cli_env
+
+ANY = "tcp://127.0.0.1:*"
+RUN = "run-a"
+
+
+def segment(n: int, label: str = "commercial") -> dict:
+    return dict(label=label, is_ad=label == "commercial", confidence=0.8, segment_id=f"s{n}", time=time.time(),
+                stream_time=float(n))
+
+
+def frames(kind: str, seq: int, run_id: str = RUN, channel: str = "demo", **fields) -> list[bytes]:
+    defaults = {"heartbeat": dict(state="unknown", p_ad=None, stream_up=True, fps_in=25.0, fps_analyzed=5.0),
+                "segment.start": segment(seq)}.get(kind, {})
+    return events.encode(events.make_event(kind, channel, seq, run_id, time.time(), **{**defaults, **fields}))
+
+
+def subscribe(*args: object) -> subprocess.Popen:
+    return subprocess.Popen([*CLI, "subscribe", *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=cli_env())
+
+
+def finish(proc: subprocess.Popen, timeout: float = 20.0) -> tuple[int, list[dict], str]:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(f"subscribe did not finish; stdout={out[-2000:]!r} stderr={err[-2000:]!r}") from None
+    return proc.returncode, [json.loads(line) for line in out.splitlines()], err
+
+
+@pytest.fixture
+def ctx() -> Iterator[zmq.Context]:
+    context = zmq.Context()
+    yield context
+    context.destroy(linger=0)
+
+
+@pytest.fixture
+def xpub(ctx) -> tuple[zmq.Socket, str]:
+    """A raw publisher the test drives by hand; it also tells us when a subscription arrives."""
+    sock = ctx.socket(zmq.XPUB)
+    sock.bind(ANY)
+    return sock, sock.getsockopt_string(zmq.LAST_ENDPOINT)
+
+
+def wait_for_subscription(sock: zmq.Socket, timeout: float = 15.0) -> bytes:
+    if not sock.poll(int(timeout * 1000)):
+        raise AssertionError("the subscriber never subscribed")
+    message = sock.recv()
+    assert message[:1] == b"\x01"
+    return message[1:]
+
+
+def test_late_joiner_gets_the_snapshot_then_every_later_event_once():
+    pub = Publisher(ANY, ANY, 60.0, None, RUN, ["a", "b"])
+    pub.start()
+    stop = threading.Event()
+    try:
+        pub.publish("stream.up", "a")
+        pub.publish("segment.start", "a", **segment(1))
+        deadline = time.monotonic() + 5
+        while pub.last_seq < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+        def feed() -> None:  # a live pipeline: events keep coming while the subscriber joins
+            n = 2
+            while not stop.is_set():
+                n += 1
+                if n % 2:
+                    pub.publish("segment.start", "b", **segment(n, "football"))
+                else:
+                    pub.publish("segment.end", "b", duration=0.005, **segment(n - 1, "football"))
+                time.sleep(0.005)
+
+        feeder = threading.Thread(target=feed)
+        feeder.start()
+        proc = subscribe("--endpoint", pub.endpoint, "--snapshot-endpoint", pub.snapshot_endpoint, "--count", 40,
+                         "--timeout", 15)
+        rc, lines, err = finish(proc)
+    finally:
+        stop.set()
+        pub.stop()
+    assert rc == 0, err
+    snap, received = lines[0], lines[1:]
+    assert snap["type"] == "snapshot" and snap["run_id"] == RUN and snap["seq"] >= 2
+    assert snap["channels"]["a"]["state"] == "commercial" and snap["channels"]["a"]["stream_up"] is True
+    assert len(received) == 40
+    seqs = [e["seq"] for e in received]
+    # nothing at or below the snapshot, nothing twice, nothing missed (subscribed before the snapshot)
+    assert seqs == list(range(snap["seq"] + 1, snap["seq"] + 41)), (snap["seq"], seqs)
+    assert all(e["channel"] == "b" and e["schema"] == 1 for e in received)
+    assert "warning" not in err, err
+
+
+def test_updates_already_in_the_snapshot_are_dropped(ctx, xpub):
+    pub_sock, endpoint = xpub
+    router = ctx.socket(zmq.ROUTER)
+    router.bind(ANY)
+    snapshot_endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
+    proc = subscribe("--endpoint", endpoint, "--snapshot-endpoint", snapshot_endpoint, "--count", 4, "--timeout", 15)
+    wait_for_subscription(pub_sock)
+    for seq in range(1, 6):  # queued at the subscriber before it has the snapshot
+        pub_sock.send_multipart(frames("stream.up", seq))
+    assert router.poll(15000), "no snapshot request"
+    request = router.recv_multipart()
+    state = {"demo": {"state": "unknown", "segment_id": None, "since": None, "stream_up": True, "p_ad": None}}
+    router.send_multipart([*request[:-1], json.dumps({"schema": 1, "seq": 3, "run_id": RUN, "channels": state}).encode()])
+    pub_sock.send_multipart(frames("stream.down", 6))
+    pub_sock.send_multipart(frames("stream.up", 7))
+    rc, lines, err = finish(proc)
+    assert rc == 0, err
+    assert lines[0] == {"type": "snapshot", "schema": 1, "seq": 3, "run_id": RUN, "channels": state}
+    assert [e["seq"] for e in lines[1:]] == [4, 5, 6, 7]
+    assert err == ""
+
+
+def test_gaps_restarts_and_garbage_are_warned_about_on_stderr(xpub):
+    pub_sock, endpoint = xpub
+    proc = subscribe("--endpoint", endpoint, "--count", 5, "--timeout", 15)
+    wait_for_subscription(pub_sock)
+    pub_sock.send_multipart(frames("heartbeat", 1))
+    pub_sock.send_multipart([b"heartbeat/demo", b"\xff not json"])
+    pub_sock.send_multipart([b"only one frame"])
+    pub_sock.send_multipart(frames("heartbeat", 2))
+    pub_sock.send_multipart(frames("segment.start", 5))          # 3 and 4 lost
+    pub_sock.send_multipart(frames("segment.start", 5))          # a duplicate
+    pub_sock.send_multipart(frames("heartbeat", 1, run_id="run-b"))  # the daemon restarted
+    pub_sock.send_multipart(frames("heartbeat", 2, run_id="run-b"))
+    rc, lines, err = finish(proc)
+    assert rc == 0, err
+    assert [(e["run_id"], e["seq"]) for e in lines] == [(RUN, 1), (RUN, 2), (RUN, 5), ("run-b", 1), ("run-b", 2)]
+    warnings = err.splitlines()
+    assert "Traceback" not in err
+    assert all(line.startswith("ad-detector subscribe: warning: ") for line in warnings), warnings
+    assert sum("undecodable" in line for line in warnings) == 2
+    assert sum("gap in seq: expected 3, got 5 (2 events missed)" in line for line in warnings) == 1
+    assert sum("duplicate" in line for line in warnings) == 1
+    assert sum("restarted" in line and "run-b" in line for line in warnings) == 1
+    assert len(warnings) == 5
+
+
+def test_topic_filter_and_no_gap_warnings_for_filtered_streams(xpub):
+    pub_sock, endpoint = xpub
+    proc = subscribe("--endpoint", endpoint, "--topic", "segment.", "--topic", "stream.down/", "--count", 2,
+                     "--timeout", 15)
+    topics = {wait_for_subscription(pub_sock), wait_for_subscription(pub_sock)}
+    assert topics == {b"segment.", b"stream.down/"}
+    pub_sock.send_multipart(frames("heartbeat", 1))
+    pub_sock.send_multipart(frames("segment.start", 2))
+    pub_sock.send_multipart(frames("stream.up", 3))
+    pub_sock.send_multipart(frames("stream.down", 4, reason="eof"))
+    rc, lines, err = finish(proc)
+    assert rc == 0, err
+    assert [e["type"] for e in lines] == ["segment.start", "stream.down"]
+    assert err == ""  # 2 -> 4 is a filtered stream, not a gap
+
+
+def test_timeout_exits_1_with_one_line(xpub):
+    _, endpoint = xpub
+    started = time.monotonic()
+    rc, lines, err = finish(subscribe("--endpoint", endpoint, "--timeout", 0.5))
+    assert rc == 1 and lines == []
+    assert err.strip().splitlines() == [f"ad-detector: failed: no event from {endpoint} within 0.5 s"]
+    assert time.monotonic() - started < 10
+
+
+def test_snapshot_timeout_exits_1(ctx, xpub):
+    _, endpoint = xpub
+    silent = ctx.socket(zmq.ROUTER)  # accepts the request, never answers
+    silent.bind(ANY)
+    rc, lines, err = finish(subscribe("--endpoint", endpoint, "--snapshot-endpoint",
+                                      silent.getsockopt_string(zmq.LAST_ENDPOINT), "--timeout", 1))
+    assert rc == 1 and lines == []
+    assert "no snapshot from" in err and "Traceback" not in err
+
+
+def test_ctrl_c_exits_0_quietly(xpub):
+    pub_sock, endpoint = xpub
+    proc = subscribe("--endpoint", endpoint)
+    wait_for_subscription(pub_sock)
+    pub_sock.send_multipart(frames("stream.up", 1))
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    rc, lines, err = finish(proc)
+    assert rc == 0 and err == ""
+    assert [e["seq"] for e in lines] == [1]
+
+
+def test_bad_endpoint_is_a_usage_error():
+    rc, lines, err = finish(subscribe("--endpoint", "not-an-endpoint", "--timeout", 1))
+    assert rc == 2 and lines == []
+    assert "--endpoint" in err and "Traceback" not in err
