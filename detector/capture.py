@@ -70,6 +70,19 @@ def ffmpeg_options(settings: CaptureSettings) -> str:
     return "|".join(opts)
 
 
+def quiet_native_logs() -> None:
+    """OpenCV's and FFmpeg's own stderr lines are not structured; our log says what happened.
+
+    Must run before the first capture opens (FFmpeg reads its level once).
+    """
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    try:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    except AttributeError:
+        pass
+
+
 def open_capture(settings: CaptureSettings) -> cv2.VideoCapture:
     params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(settings.open_timeout * 1000),
               cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(settings.read_timeout * 1000)]

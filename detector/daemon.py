@@ -27,7 +27,7 @@ import numpy as np
 from detector import sdnotify
 from detector.batcher import allocate, batch_due
 from detector.bundle import Bundle, load_bundle
-from detector.capture import Capture, CaptureSettings
+from detector.capture import Capture, CaptureSettings, quiet_native_logs
 from detector.engine import ChannelEngine, Transition
 from detector.errors import RuntimeFailure, UsageError
 from detector.events import rfc3339
@@ -94,6 +94,7 @@ class Daemon:
     # ------------------------------------------------------------------ start / stop
     def start(self) -> None:
         cfg = self.cfg
+        quiet_native_logs()
         self.bundle, self.models = load_models(cfg)
         self._export_model_info()
         log.info("models ready bundle=%s providers=%s classes=%s window_frames=%d fps=%s", self.bundle.root,

@@ -102,7 +102,8 @@ class Daemon:
                                      stderr=subprocess.STDOUT, env=e, text=True)
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text()
 
     def wait_log(self, needle: str, timeout: float) -> bool:
@@ -126,7 +127,8 @@ class Daemon:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self._log.close()
+        if not self._log.closed:
+            self._log.close()
         return self.proc.returncode
 
 
