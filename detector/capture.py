@@ -35,6 +35,7 @@ from detector.config import redact
 from detector.framestats import frame_stats
 from detector.ring import FrameMeta, Ring
 from detector.sampler import Sampler
+from detector.video import quiet_native_logs  # noqa: F401  (re-exported for the daemon)
 
 log = logging.getLogger(__name__)
 
@@ -68,19 +69,6 @@ def ffmpeg_options(settings: CaptureSettings) -> str:
     if settings.kind == "rtsp":
         opts.append(f"rtsp_transport;{settings.rtsp_transport}")
     return "|".join(opts)
-
-
-def quiet_native_logs() -> None:
-    """OpenCV's and FFmpeg's own stderr lines are not structured; our log says what happened.
-
-    Must run before the first capture opens (FFmpeg reads its level once).
-    """
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
-    try:
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-    except AttributeError:
-        pass
 
 
 def open_capture(settings: CaptureSettings) -> cv2.VideoCapture:

@@ -182,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
+    from detector.video import quiet_native_logs
+
+    quiet_native_logs()
     try:
         return int(args.func(args) or 0)
     except UsageError as exc:

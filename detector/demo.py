@@ -53,7 +53,132 @@ def demo_command(args: argparse.Namespace) -> int:
                   broadcast_seconds=120.0) if args.quick else {}
     demo = generate_demo_set(root, seed=0, **kwargs)
     model_dir = ensure_bundle(root, demo.data_dir, args.quick)
-    return offline_run(demo.broadcast, demo.truth_csv, model_dir, root / "output")
+    if args.offline:
+        return offline_run(demo.broadcast, demo.truth_csv, model_dir, root / "output")
+    return live_run(demo.broadcast, demo.truth_csv, model_dir, root)
+
+
+def rtsp_server_available() -> bool:
+    """Debian's GStreamer RTSP server bindings live in the system Python."""
+    import subprocess
+
+    probe = "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer"
+    try:
+        return subprocess.run(["/usr/bin/python3", "-c", probe], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def live_run(broadcast: Path, truth_csv: Path, model_dir: Path, root: Path) -> int:
+    """Serve the broadcast as a live RTSP channel, run the daemon, print events beside the truth."""
+    import json
+    import shutil
+    import subprocess
+    import time
+
+    import zmq
+
+    from detector.config import parse_config
+    from detector.daemon import Daemon
+    from detector.scoring import score, table
+    from detector.segments import Segment, read_labels
+
+    truth = read_labels(truth_csv, {"commercial"})
+    server = None
+    if rtsp_server_available() and shutil.which("ffmpeg"):
+        h264 = root / "broadcast.h264.mp4"
+        if not h264.exists() or h264.stat().st_mtime < broadcast.stat().st_mtime:
+            print("== converting the demo broadcast to H.264 for the RTSP server", flush=True)
+            tmp = h264.with_suffix(".partial.mp4")
+            subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(broadcast), "-c:v", "libx264", "-preset", "veryfast",
+                            "-g", "25", "-bf", "0", "-pix_fmt", "yuv420p", "-an", str(tmp)], check=True)
+            tmp.replace(h264)
+        port = free_port()
+        server = subprocess.Popen(["/usr/bin/python3", str(Path(__file__).parent / "tools" / "rtsp_server.py"), str(h264),
+                                   "--port", str(port), "--mount", "/demo"], stdout=subprocess.PIPE, text=True)
+        line = server.stdout.readline() if server.stdout else ""
+        if not line.startswith("READY"):
+            server.kill()
+            server = None
+        source, realtime = f"rtsp://127.0.0.1:{port}/demo", False
+    if server is None:
+        print("== no GStreamer RTSP server here: playing the file paced in real time instead of a live stream", flush=True)
+        source, realtime = str(broadcast.resolve()), True
+    else:
+        print(f"== serving the demo broadcast live at {source} (GStreamer RTSP server)", flush=True)
+    ev, snap, met = free_port(), free_port(), free_port()
+    cfg = parse_config(json.dumps({
+        "model": str(model_dir.resolve()),
+        "channels": [{"name": "demo", "source": source, "realtime": realtime}],
+        "events": {"bind": f"tcp://127.0.0.1:{ev}", "snapshot_bind": f"tcp://127.0.0.1:{snap}",
+                   "journal": str((root / "events.jsonl").resolve())},
+        "metrics": {"bind": f"127.0.0.1:{met}"},
+        "capture": {"stall_seconds": 10},
+    }), origin="demo config", base_dir=root)
+    daemon = Daemon(cfg)
+    sub = zmq.Context.instance().socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"segment.")
+    sub.setsockopt(zmq.SUBSCRIBE, b"stream.")
+    sub.setsockopt(zmq.RCVTIMEO, 500)
+    sub.connect(f"tcp://127.0.0.1:{ev}")
+    duration = truth[-1].end if truth else 0.0
+    edges = [(s.start, "ad starts") for s in truth if s.is_ad] + [(s.end, "ad ends") for s in truth if s.is_ad and s.end < duration]
+    print(f"== the daemon is running: events on tcp://127.0.0.1:{ev}, metrics on http://127.0.0.1:{met}/metrics; "
+          f"the broadcast lasts {clock(duration)}; Ctrl-C stops", flush=True)
+    print(f"\n{'stream':>8}  {'event':<11} {'label':<11} {'truth':>8} {'error':>7}  {'announced after':>15}")
+    found: list[tuple[float, bool]] = []
+    started = time.monotonic()
+    try:
+        daemon.start()
+        while time.monotonic() - started < duration + 60:
+            try:
+                _topic, body = sub.recv_multipart()
+            except zmq.Again:
+                continue
+            e = json.loads(body)
+            if e["type"] == "stream.down":
+                print(f"{'':>8}  stream down ({e.get('reason', '')})", flush=True)
+                if found or e.get("reason") == "end_of_stream":
+                    break
+                continue
+            if e["type"] == "stream.up":
+                print(f"{'':>8}  stream up", flush=True)
+                continue
+            if e["type"] != "segment.start":
+                continue
+            t = float(e["stream_time"])
+            kind = "ad starts" if e["is_ad"] else ("ad ends" if found else "starts as")
+            same = [x for x, k in edges if k == kind]
+            nearest = min(same, key=lambda x: abs(x - t)) if same else None
+            from datetime import datetime
+
+            lag = time.time() - datetime.fromisoformat(e["time"].replace("Z", "+00:00")).timestamp()
+            print(f"{clock(t):>8}  {kind:<11} {e['label']:<11} {clock(nearest) if nearest is not None else '':>8} "
+                  f"{(f'{t - nearest:+.1f} s') if nearest is not None else '':>7}  {lag:>13.1f} s", flush=True)
+            found.append((t, bool(e["is_ad"])))
+    except KeyboardInterrupt:
+        print("\n== interrupted", flush=True)
+    finally:
+        sub.close(0)
+        daemon.stop()
+        if server is not None:
+            server.terminate()
+            server.wait(5)
+    if found:
+        end = max(duration, found[-1][0] + 0.1)
+        segs = [Segment(t, (found[i + 1][0] if i + 1 < len(found) else end), "commercial" if ad else "football", ad)
+                for i, (t, ad) in enumerate(found)]
+        print("\n" + table(score(segs, truth, end)))
+    print(f"\nevents journal: {root / 'events.jsonl'}; offline files: ad-detector demo --offline", flush=True)
+    return 0
 
 
 def offline_run(video: Path, truth_csv: Path, model_dir: Path, out_dir: Path) -> int:
@@ -68,7 +193,7 @@ def offline_run(video: Path, truth_csv: Path, model_dir: Path, out_dir: Path) ->
     bundle = load_bundle(model_dir)
     models = Models(bundle, ["CPUExecutionProvider"])
     truth = read_labels(truth_csv, set(bundle.ad_classes))
-    print(f"== classifying {video.name} ({'live mode arrives with the daemon; ' if False else ''}offline, full speed)", flush=True)
+    print(f"== classifying {video.name} offline, at full speed", flush=True)
     result = analyse(video, bundle, models)
     true_edges = [(s.start, "ad starts") for s in truth if s.is_ad and s.start > 0] + [(s.end, "ad ends") for s in truth if s.is_ad and s.end < result.duration - 0.05]
     print(f"\n{'found at':>9}  {'event':<10} {'label':<12} {'how':<6} {'truth':>8}  {'error':>7}")

@@ -109,11 +109,10 @@ def analyse(video: Path, bundle: Bundle, models: Models, decision: DecisionSetti
                     transitions, duration, fps, report.frames_decoded, report, timings)
 
 
-def _load(model_dir: str, providers: Sequence[str] | None) -> tuple[Bundle, Models]:
-    bundle = load_bundle(Path(model_dir))
+def _models(bundle: Bundle, providers: Sequence[str] | None) -> Models:
     models = Models(bundle, default_providers(providers))
     log.info("models loaded bundle=%s providers=%s classes=%s", bundle.root, ",".join(models.providers_in_use), ",".join(bundle.classes))
-    return bundle, models
+    return models
 
 
 def _check_video_arg(video: str) -> Path:
@@ -128,8 +127,9 @@ def classify_command(args: argparse.Namespace) -> int:
     video = _check_video_arg(args.video)
     formats = check_formats(args.formats or FORMATS)
     out_dir = Path(args.output)
+    bundle = load_bundle(Path(args.model))   # a bad bundle is refused before OUT_DIR is created
     ensure_writable_dir(out_dir)
-    bundle, models = _load(args.model, args.providers)
+    models = _models(bundle, args.providers)
     result = analyse(video, bundle, models, progress=not args.no_progress)
     written = write_outputs(out_dir, video.stem, result.segments, result.times, result.probs, result.classes,
                             result.ad_classes, result.fps, result.total_frames, result.duration, formats)
@@ -153,7 +153,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     video = _check_video_arg(args.video)
     bundle = load_bundle(Path(args.model))
     truth = read_labels(Path(args.truth), set(bundle.ad_classes), ad_label=bundle.ad_classes[0])
-    bundle, models = _load(args.model, args.providers)
+    models = _models(bundle, args.providers)
     result = analyse(video, bundle, models, progress=not args.no_progress)
     figures = score(result.segments, truth, result.duration)
     figures["video"] = str(video)

@@ -97,7 +97,7 @@ def read_labels(path: Path, ad_classes: set[str], ad_label: str = "commercial") 
     """Read a CSV (`start,end,label`) or an EDL (ad segments only) by its suffix."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")   # -sig: a CSV saved by a spreadsheet starts with a BOM
     except FileNotFoundError:
         raise UsageError(f"{path}: labels file not found") from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,12 +60,51 @@ class DecodeReport:
     fps: float = 0.0
 
 
+def quiet_native_logs() -> None:
+    """OpenCV's and FFmpeg's own stderr lines are not structured; our log says what happened.
+
+    Must run before the first capture opens (FFmpeg reads its level once).
+    """
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    try:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    except AttributeError:
+        pass
+
+
 def resize_for_model(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """The whole picture squeezed to the model's square input (as in training)."""
     h, w = size
     if frame.shape[0] == h and frame.shape[1] == w:
         return np.ascontiguousarray(frame)
     return cv2.resize(frame, (w, h), interpolation=RESIZE_INTERPOLATION)
+
+
+def stream_types(path: Path) -> list[str] | None:
+    """The file's stream types ('video', 'audio', ...) by ffprobe, or None if it cannot tell.
+
+    Only for a clearer error: OpenCV says the same "cannot open" for a corrupt file and for
+    a perfectly good audio-only one.
+    """
+    exe = shutil.which("ffprobe")
+    if exe is None:
+        return None
+    try:
+        proc = subprocess.run([exe, "-v", "error", "-show_entries", "stream=codec_type", "-of", "csv=p=0", "-i", str(path)],
+                              capture_output=True, text=True, timeout=15)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if proc.returncode != 0:
+        return None
+    return [line.strip().strip(",") for line in proc.stdout.splitlines() if line.strip()]
+
+
+def _no_video_stream(path: Path) -> UsageError | None:
+    types = stream_types(path)
+    if types and "video" not in types:
+        return UsageError(f"{path}: has no video stream (only {', '.join(sorted(set(types)))}); pass a video file")
+    return None
 
 
 def open_video(path: Path) -> tuple[cv2.VideoCapture, VideoInfo]:
@@ -79,12 +120,12 @@ def open_video(path: Path) -> tuple[cv2.VideoCapture, VideoInfo]:
         raise UsageError(f"{path}: empty file (0 bytes), not a video")
     cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
     if not cap.isOpened():
-        raise UsageError(f"{path}: not a video FFmpeg can open (wrong format or corrupt header)")
+        raise _no_video_stream(path) or UsageError(f"{path}: not a video FFmpeg can open (wrong format or corrupt header)")
     width = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
     height = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
     if width <= 0 or height <= 0:
         cap.release()
-        raise UsageError(f"{path}: has no video stream (audio only?)")
+        raise _no_video_stream(path) or UsageError(f"{path}: has no video stream (audio only?)")
     fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
     if not np.isfinite(fps) or fps <= 0 or fps > 1000:
         fps = 0.0

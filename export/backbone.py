@@ -8,6 +8,7 @@ tutorial fed BGR to an RGB model).
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import numpy as np
 
 from detector.bundle import BACKBONE_INPUT, BACKBONE_OUTPUT, FEATURE_DIM, sha256_file
 from detector.errors import RuntimeFailure, UsageError
-from export.common import (OPSET, invalidate, name_batch_axis, now_rfc3339, prepare_out_dir, quiet_tensorflow,
+from export.common import (OPSET, STAGING_PREFIX, invalidate, name_batch_axis, now_rfc3339, prepare_out_dir, quiet_tensorflow,
                            save_onnx, tool_versions, write_manifest)
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,16 @@ NOTOP_FILE = "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5"
 PARITY_RTOL = 1e-4
 
 
+def check_weights_arg(weights: str) -> None:
+    """`--weights` is imagenet, none, or an existing .h5 file (checked before anything is created)."""
+    if weights not in ("imagenet", "none"):
+        path = Path(weights)
+        if not path.is_file():
+            raise UsageError(f"{weights}: weights file not found; pass --weights imagenet, none, or the path of {NOTOP_FILE}")
+        if path.suffix.lower() not in (".h5", ".hdf5", ".keras") and not path.name.endswith(".weights.h5"):
+            raise UsageError(f"{weights}: not a Keras weights file (.h5); expected {NOTOP_FILE}")
+
+
 def build_keras_backbone(weights: str, seed: int = 0) -> Any:
     """uint8 BGR [N,299,299,3] -> float32 [N,2048], as a Keras model."""
     quiet_tensorflow()
@@ -32,12 +43,7 @@ def build_keras_backbone(weights: str, seed: int = 0) -> Any:
     import tensorflow as tf
 
     keras.utils.set_random_seed(seed)
-    if weights not in ("imagenet", "none"):
-        path = Path(weights)
-        if not path.is_file():
-            raise UsageError(f"{weights}: weights file not found; pass --weights imagenet, none, or the path of {NOTOP_FILE}")
-        if path.suffix.lower() not in (".h5", ".hdf5", ".keras") and not path.name.endswith(".weights.h5"):
-            raise UsageError(f"{weights}: not a Keras weights file (.h5); expected {NOTOP_FILE}")
+    check_weights_arg(weights)
     base_weights = None if weights == "none" else weights
     images = keras.Input((*INPUT_SIZE, 3), dtype="uint8", name=BACKBONE_INPUT)
     # BGR -> RGB and [0,255] -> [-1,1] (keras.applications.inception_v3.preprocess_input)
@@ -87,6 +93,8 @@ def check_parity(keras_model: Any, onnx_path: Path, frames: np.ndarray) -> float
 def export_backbone(out_dir: Path, weights: str = "none", force: bool = False, seed: int = 0, analysis_fps: float = 5.0) -> dict[str, Any]:
     """Export, check parity, write `backbone.onnx` and a backbone-only `model.json`."""
     out_dir = Path(out_dir)
+    check_weights_arg(weights)
+    created = not out_dir.exists()
     current = prepare_out_dir(out_dir, force)
     weights_name = weights if weights in ("imagenet", "none") else Path(weights).name
     if current is not None and not force:
@@ -95,7 +103,12 @@ def export_backbone(out_dir: Path, weights: str = "none", force: bool = False, s
         old = (current.get("backbone") or {}).get("weights")
         if old not in (None, weights_name):
             raise UsageError(f"{out_dir}: holds a backbone with weights '{old}', not '{weights_name}'; use another -o or --force")
-    model = build_keras_backbone(weights, seed)
+    try:
+        model = build_keras_backbone(weights, seed)
+    except UsageError:
+        if created and not any(out_dir.iterdir()):
+            out_dir.rmdir()   # refused weights leave no empty bundle directory behind
+        raise
 
     import tf2onnx
 
@@ -114,7 +127,10 @@ def export_backbone(out_dir: Path, weights: str = "none", force: bool = False, s
     path = out_dir / "backbone.onnx"
     import tempfile
 
-    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".export.") as tmp:
+    for stale in out_dir.glob(f"{STAGING_PREFIX}*"):     # from an export that was killed
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=STAGING_PREFIX) as tmp:
         staged = Path(tmp) / "backbone.onnx"
         save_onnx(proto, staged)
         frames = sample_frames(seed=seed)

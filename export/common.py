@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 OPSET = 17
 # Files a bundle directory may hold besides model.json: ours, so re-running into it is fine.
 OWN_ENTRIES = {"backbone.onnx", "sequence.onnx", "training", MANIFEST}
+# Prefix of the staging directory an export works in (left behind only if the export was killed).
+STAGING_PREFIX = ".export."
 
 
 def quiet_tensorflow() -> None:
@@ -46,7 +48,8 @@ def foreign_entries(out_dir: Path) -> list[str]:
     """Entries of `out_dir` that no export or training of ours wrote."""
     if not out_dir.exists():
         return []
-    return sorted(p.name for p in out_dir.iterdir() if p.name not in OWN_ENTRIES and ".partial" not in p.name)
+    return sorted(p.name for p in out_dir.iterdir()
+                  if p.name not in OWN_ENTRIES and ".partial" not in p.name and not p.name.startswith(STAGING_PREFIX))
 
 
 def prepare_out_dir(out_dir: Path, force: bool) -> dict[str, Any] | None:

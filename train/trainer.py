@@ -8,6 +8,7 @@ backbone-only manifest, so an interrupted run never leaves a bundle that looks c
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -254,11 +255,12 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     prepare_out_dir(out_dir, force=True)  # writability; foreign files are the export's concern
     if manifest.get("sequence") and not opts.force:
         raise UsageError(f"{out_dir}: already holds a trained model (classes {', '.join(manifest.get('classes') or [])}); use --force to replace it or another -o")
-    bundle = load_bundle(out_dir, require_sequence=False)
     backbone_only = {k: v for k, v in manifest.items() if k not in ("format",)}
     backbone_only.update({"sequence": None, "classes": None, "ad_classes": None, "evaluation": None})
     write_manifest(out_dir, backbone_only)            # an interrupted run leaves no complete-looking bundle
     (out_dir / "sequence.onnx").unlink(missing_ok=True)
+    # loaded after the invalidation: a --force run over a trained bundle must not open the old sequence.onnx
+    bundle = load_bundle(out_dir, require_sequence=False)
 
     log.info("dataset classes=%s ad_class=%s train_items=%d test_items=%d window_frames=%d fps=%s",
              ",".join(ds.classes), ds.ad_class, len(ds.split("train")), len(ds.split("test")), t, opts.analysis_fps)
@@ -319,7 +321,8 @@ def train(opts: TrainOptions) -> dict[str, Any]:
         keras.callbacks.TensorBoard(log_dir=str(work / "tensorboard"), write_graph=False),
     ]
     verbose = (1 if sys.stderr.isatty() else 2) if opts.progress else 0
-    history = model.fit(train_seq, validation_data=val_seq, epochs=opts.epochs, callbacks=callbacks, verbose=verbose)
+    with contextlib.redirect_stdout(sys.stderr):   # Keras prints its progress to stdout; stdout is for the report
+        history = model.fit(train_seq, validation_data=val_seq, epochs=opts.epochs, callbacks=callbacks, verbose=verbose)
     epochs_run = len(history.history.get("loss", []))
     best_val = float(min(history.history.get("val_loss", [float("nan")])))
 
