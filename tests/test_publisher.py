@@ -277,7 +277,7 @@ def test_a_subscriber_that_never_reads_blocks_nothing_and_drops_are_counted(ctx,
     got = {"events": 0, "marker": False}
 
     def read_healthy() -> None:  # the socket now belongs to this thread alone
-        deadline = time.monotonic() + 40.0
+        deadline = time.monotonic() + 120.0   # generous: a loaded CI machine is slow, the assertions below are what count
         while time.monotonic() < deadline:
             if healthy.poll(100):
                 topic = healthy.recv_multipart()[0]
@@ -298,11 +298,11 @@ def test_a_subscriber_that_never_reads_blocks_nothing_and_drops_are_counted(ctx,
     total_seconds = time.monotonic() - t0
     # the stuck subscriber's full queue does not keep others from new events. (The healthy
     # reader may itself be behind on a loaded machine, and so miss a marker: repeat it.)
-    deadline = time.monotonic() + 30.0
+    deadline = time.monotonic() + 60.0
     while reader.is_alive() and time.monotonic() < deadline:
         pub.publish("stream.down", "b", reason="marker")
         reader.join(timeout=0.5)
-    assert got["marker"], got
+    assert got["marker"], (got, publish_seconds, total_seconds)
     # loose bounds (about 2 s and 4 s on an idle 2-core machine): what matters is that
     # neither publish() nor the thread waits for the stuck subscriber
     assert publish_seconds < 12.0 and total_seconds < 20.0, (publish_seconds, total_seconds)
