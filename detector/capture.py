@@ -35,7 +35,6 @@ from detector.config import redact
 from detector.framestats import frame_stats
 from detector.ring import FrameMeta, Ring
 from detector.sampler import Sampler
-from detector.video import quiet_native_logs  # noqa: F401  (re-exported for the daemon)
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,8 @@ import numpy as np
 from detector import sdnotify
 from detector.batcher import allocate, batch_due
 from detector.bundle import Bundle, load_bundle
-from detector.capture import Capture, CaptureSettings, quiet_native_logs
+from detector.capture import Capture, CaptureSettings
+from detector.video import quiet_native_logs
 from detector.engine import ChannelEngine, Transition
 from detector.errors import RuntimeFailure, UsageError
 from detector.events import rfc3339

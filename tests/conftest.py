@@ -36,9 +36,34 @@ def run_cli(*args: object, timeout: float = 900, env: dict[str, str] | None = No
     return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=cli_env(env), cwd=cwd)
 
 
+def assert_usage_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
+    """Exit 2, no traceback, and one `ad-detector: error:` line (the last) containing `needles`."""
+    err = proc.stderr
+    assert proc.returncode == 2, f"exit {proc.returncode}, expected 2\nstdout: {proc.stdout[-1500:]}\nstderr: {err[-3000:]}"
+    assert "Traceback" not in err, err[-3000:]
+    lines = [l for l in err.splitlines() if l.strip()]
+    ours = [l for l in lines if l.startswith("ad-detector:")]
+    assert len(ours) == 1 and lines[-1] == ours[0], f"expected one final error line, got:\n{err[-3000:]}"
+    line = ours[0]
+    assert line.startswith("ad-detector: error: "), line
+    for needle in needles:
+        assert needle in line, f"{needle!r} not in {line!r}"
+    return line
+
+
 def last_line(text: str) -> str:
     lines = [l for l in text.strip().splitlines() if l.strip()]
     return lines[-1] if lines else ""
+
+
+@pytest.fixture
+def ctx():
+    """A ZeroMQ context of the test's own, destroyed without lingering."""
+    import zmq
+
+    context = zmq.Context()
+    yield context
+    context.destroy(linger=0)
 
 
 @pytest.fixture(scope="session")

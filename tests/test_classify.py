@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from conftest import run_cli
+from conftest import assert_usage_error, run_cli
 from detector.scoring import score
 from detector.segments import read_labels
 from detector.timeline import HEIGHT_PX, WIDTH_PX
@@ -25,19 +25,6 @@ from detector.timeline import HEIGHT_PX, WIDTH_PX
 CONTRACT_SUFFIXES = (".segments.json", ".edl", ".txt", ".ffmeta", ".probabilities.csv", ".timeline.png")
 EVALUATE_KEYS = ("frame_accuracy", "ad_precision", "ad_recall", "ad_f1", "boundary_recall_1s", "boundary_recall_2s",
                  "boundary_error_median_s")
-
-
-def assert_usage_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
-    """Exit 2, no traceback, and one `ad-detector: error:` line (the last) containing `needles`."""
-    err = proc.stderr
-    assert proc.returncode == 2, f"exit {proc.returncode}, expected 2\nstdout: {proc.stdout[-1500:]}\nstderr: {err[-3000:]}"
-    assert "Traceback" not in err, err[-3000:]
-    lines = [l for l in err.splitlines() if l.strip()]
-    ours = [l for l in lines if l.startswith("ad-detector:")]
-    assert len(ours) == 1 and lines[-1] == ours[0], f"expected one final error line, got:\n{err[-3000:]}"
-    for needle in needles:
-        assert needle in ours[0], f"{needle!r} not in {ours[0]!r}"
-    return ours[0]
 
 
 def assert_no_output(out: Path) -> None:

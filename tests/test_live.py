@@ -264,11 +264,17 @@ def test_reconnect_after_server_outage(tmp_path, bundle_dir: Path, live_media: P
 
 
 def test_unreachable_source_is_retried_not_fatal(tmp_path, bundle_dir: Path):
+    """Also the systemd notify protocol: READY after start-up, WATCHDOG while it works, STOPPING."""
+    import socket as _socket
+
     cfg = tmp_path / "config.yaml"
     from livekit import free_port
 
     ep = write_config(cfg, bundle_dir, [{"name": "gone", "source": f"rtsp://127.0.0.1:{free_port()}/nothing"}])
-    daemon = Daemon(cfg)
+    notify = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify.sock"))
+    notify.settimeout(0.2)
+    daemon = Daemon(cfg, env={"NOTIFY_SOCKET": str(tmp_path / "notify.sock")})
     journal = Path(ep["journal"])
     try:
         # reported once per outage, like a drop: in the journal (a subscriber joining later sees it in the snapshot)
@@ -290,6 +296,14 @@ def test_unreachable_source_is_retried_not_fatal(tmp_path, bundle_dir: Path):
         assert "Traceback" not in daemon.log()
     finally:
         assert daemon.stop() == 0
+    messages = []
+    while True:
+        try:
+            messages.append(notify.recv(4096).decode())
+        except (TimeoutError, _socket.timeout):
+            break
+    notify.close()
+    assert "READY=1" in messages and "WATCHDOG=1" in messages and messages[-1] == "STOPPING=1", messages[:5] + messages[-3:]
 
 
 @pytest.mark.parametrize("mutate, needle", [

@@ -34,13 +34,6 @@ def segment(label: str = "commercial", n: int = 1, **extra) -> dict:
 
 
 @pytest.fixture
-def ctx() -> Iterator[zmq.Context]:
-    context = zmq.Context()
-    yield context
-    context.destroy(linger=0)
-
-
-@pytest.fixture
 def make_publisher() -> Iterator[Callable[..., Publisher]]:
     started: list[Publisher] = []
 

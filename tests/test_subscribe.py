@@ -12,7 +12,6 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 import zmq
@@ -49,13 +48,6 @@ def finish(proc: subprocess.Popen, timeout: float = 20.0) -> tuple[int, list[dic
         out, err = proc.communicate()
         raise AssertionError(f"subscribe did not finish; stdout={out[-2000:]!r} stderr={err[-2000:]!r}") from None
     return proc.returncode, [json.loads(line) for line in out.splitlines()], err
-
-
-@pytest.fixture
-def ctx() -> Iterator[zmq.Context]:
-    context = zmq.Context()
-    yield context
-    context.destroy(linger=0)
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import CLI, cli_env, copy_bundle, run_cli
+from conftest import CLI, assert_usage_error, cli_env, copy_bundle, run_cli
 from detector.bundle import load_bundle, read_manifest
 from detector.errors import UsageError
 
@@ -29,21 +29,6 @@ CONTRACT_FILES = ("backbone.onnx", "sequence.onnx", "model.json")
 
 
 # ----------------------------------------------------------------------------- helpers
-
-def assert_usage_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
-    """Exit 2, no traceback, and one `ad-detector: error:` line (the last) containing `needles`."""
-    err = proc.stderr
-    assert proc.returncode == 2, f"exit {proc.returncode}, expected 2\nstdout: {proc.stdout[-1500:]}\nstderr: {err[-3000:]}"
-    assert "Traceback" not in err, err[-3000:]
-    lines = [l for l in err.splitlines() if l.strip()]
-    ours = [l for l in lines if l.startswith("ad-detector:")]
-    assert len(ours) == 1 and lines[-1] == ours[0], f"expected one final error line, got:\n{err[-3000:]}"
-    line = ours[0]
-    assert line.startswith("ad-detector: error: "), line
-    for needle in needles:
-        assert needle in line, f"{needle!r} not in {line!r}"
-    return line
-
 
 def assert_no_complete_bundle(out: Path) -> None:
     """Whatever a failed run left in `out`, it is not a bundle that looks complete."""

@@ -26,7 +26,7 @@ from detector.inference import Models
 from export.common import now_rfc3339, prepare_out_dir, quiet_tensorflow, tool_versions, write_manifest
 from train import windows as W
 from train.dataset import Dataset, Item, discover
-from train.features import Track, default_cache_dir, load_or_extract
+from train.features import default_cache_dir, load_or_extract
 
 log = logging.getLogger(__name__)
 
