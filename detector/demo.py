@@ -114,15 +114,20 @@ def live_run(broadcast: Path, truth_csv: Path, model_dir: Path, root: Path) -> i
         source, realtime = str(broadcast.resolve()), True
     else:
         print(f"== serving the demo broadcast live at {source} (GStreamer RTSP server)", flush=True)
+    from detector.offline import default_providers
+
     ev, snap, met = free_port(), free_port(), free_port()
     cfg = parse_config(json.dumps({
         "model": str(model_dir.resolve()),
+        "inference": {"providers": default_providers(None)},
         "channels": [{"name": "demo", "source": source, "realtime": realtime}],
         "events": {"bind": f"tcp://127.0.0.1:{ev}", "snapshot_bind": f"tcp://127.0.0.1:{snap}",
                    "journal": str((root / "events.jsonl").resolve())},
         "metrics": {"bind": f"127.0.0.1:{met}"},
         "capture": {"stall_seconds": 10},
     }), origin="demo config", base_dir=root)
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):
+        logging.getLogger().setLevel(logging.WARNING)   # the table below is the demo's output; -v shows the daemon's log
     daemon = Daemon(cfg)
     sub = zmq.Context.instance().socket(zmq.SUB)
     sub.setsockopt(zmq.SUBSCRIBE, b"segment.")
