@@ -63,7 +63,7 @@ class Channel:
 
 def load_models(cfg: Any) -> tuple[Bundle, Models]:
     bundle = load_bundle(Path(cfg.model))
-    models = Models(bundle, cfg.inference.providers, cfg.inference.threads or None)
+    models = Models(bundle, cfg.inference.providers, cfg.inference.threads or None, spin=False)
     if cfg.inference.require_gpu and not any(p in GPU_PROVIDERS for p in models.providers_in_use):
         raise UsageError(f"inference.require_gpu is true but no GPU provider started (in use: {', '.join(models.providers_in_use)}); "
                          "check the NVIDIA driver, CUDA and cuDNN, or set require_gpu: false")

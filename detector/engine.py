@@ -120,7 +120,8 @@ class ChannelEngine:
             self.decider.started(self._open[0])
             return result, None
         else:
-            floor = self._open[0] + 1.0 / self.fps
+            # never a segment shorter than min_segment_seconds, even after the boundary moves back to a cue
+            floor = self._open[0] + max(1.0 / self.fps, self.decider.settings.min_segment_seconds)
             boundary, how = locate(self.history, change.decided_at, change.search_from, change.is_ad, self.t, self.fps,
                                    self.ad_probability, self.boundary_settings, floor)
             boundary = min(boundary, t)

@@ -18,6 +18,49 @@ from detector.video import DecodeReport, SampledFrame, sample_video
 T = TypeVar("T")
 
 
+def prefetch(items: Iterable[T], depth: int = 32) -> Iterator[T]:
+    """Produce `items` on a background thread, `depth` ahead of the consumer.
+
+    Offline, decoding and the backbone otherwise take turns on the cores; overlapping them
+    makes the file go as fast as the slower of the two. Exceptions in the producer are
+    re-raised in the consumer; abandoning the iterator stops the producer.
+    """
+    import queue
+    import threading
+
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put((done, None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            q.put((done, exc))
+
+    thread = threading.Thread(target=produce, name="prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, exc = q.get()
+            if item is done:
+                if exc is not None:
+                    raise exc
+                return
+            yield item
+    finally:
+        stop.set()
+
+
 def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
     """Consecutive lists of up to `size` items (the offline batcher: a file never waits)."""
     batch: list[T] = []
@@ -49,7 +92,7 @@ def extract_features(path: Path, run_backbone: Callable[[np.ndarray], np.ndarray
     times: list[float] = []
     feats: list[np.ndarray] = []
     stats: list[FrameStats] = []
-    for batch in batched(sample_video(path, analysis_fps, input_size, report), batch_size):
+    for batch in batched(prefetch(sample_video(path, analysis_fps, input_size, report)), batch_size):
         images = np.stack([f.image for f in batch])
         out = run_backbone(images)
         feats.append(out.astype(np.float32, copy=False))

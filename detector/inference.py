@@ -70,8 +70,13 @@ class SessionInfo:
     fallbacks: list[str] = field(default_factory=list)
 
 
-def make_session(path: Path, requested: Sequence[str], threads: int | None = None) -> tuple[Any, SessionInfo]:
-    """An ONNX Runtime session with the requested providers, and what it really uses."""
+def make_session(path: Path, requested: Sequence[str], threads: int | None = None, spin: bool = True) -> tuple[Any, SessionInfo]:
+    """An ONNX Runtime session with the requested providers, and what it really uses.
+
+    `spin=False` stops idle intra-op threads from busy-waiting for the next call: the live
+    daemon calls the backbone a few times a second and would otherwise burn CPU the
+    capture threads need; offline runs keep spinning (back-to-back calls, a bit faster).
+    """
     import onnxruntime as ort
 
     chosen, dropped = resolve_providers(list(requested), ort.get_available_providers(), nvidia_driver_present())
@@ -81,6 +86,8 @@ def make_session(path: Path, requested: Sequence[str], threads: int | None = Non
     if threads:
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
+    if not spin:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(path), opts, providers=chosen)
     in_use = list(session.get_providers())
     fallbacks = list(dropped)
@@ -99,13 +106,14 @@ def default_threads() -> int:
 class Models:
     """Both graphs of a bundle, ready to run."""
 
-    def __init__(self, bundle: Bundle, providers: Sequence[str] = ("CPUExecutionProvider",), threads: int | None = None):
+    def __init__(self, bundle: Bundle, providers: Sequence[str] = ("CPUExecutionProvider",), threads: int | None = None,
+                 spin: bool = True):
         self.bundle = bundle
-        self.backbone, self.backbone_info = make_session(bundle.backbone_path, providers, threads)
+        self.backbone, self.backbone_info = make_session(bundle.backbone_path, providers, threads, spin)
         self.sequence = None
         self.sequence_info: SessionInfo | None = None
         if bundle.sequence_path is not None:
-            self.sequence, self.sequence_info = make_session(bundle.sequence_path, providers, threads)
+            self.sequence, self.sequence_info = make_session(bundle.sequence_path, providers, threads, spin)
 
     @property
     def providers_in_use(self) -> list[str]:

@@ -23,7 +23,7 @@ from detector.bundle import Bundle, load_bundle
 from detector.decision import DecisionSettings
 from detector.engine import ChannelEngine, Transition
 from detector.errors import UsageError
-from detector.features import batched
+from detector.features import batched, prefetch
 from detector.inference import Models, nvidia_driver_present
 from detector.segments import Segment
 from detector.video import DecodeReport, open_video, sample_video
@@ -73,11 +73,11 @@ def analyse(video: Path, bundle: Bundle, models: Models, decision: DecisionSetti
     bar = tqdm(total=info.frame_count or None, desc=video.name[-30:], unit="frame", disable=not progress,
                file=sys.stderr, dynamic_ncols=True)
     started = time.perf_counter()
-    frames = sample_video(video, bundle.analysis_fps, bundle.input_size, report, cap_info)
+    frames = prefetch(sample_video(video, bundle.analysis_fps, bundle.input_size, report, cap_info))
     mark = time.perf_counter()
     for batch in batched(frames, batch_size):
         t0 = time.perf_counter()
-        timings["decode_resize_s"] += t0 - mark
+        timings["decode_resize_s"] += t0 - mark   # time waiting for decoded frames (decoding overlaps the backbone)
         feats = models.features(np.stack([f.image for f in batch]))
         t1 = time.perf_counter()
         timings["backbone_s"] += t1 - t0

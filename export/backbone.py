@@ -84,7 +84,8 @@ def check_parity(keras_model: Any, onnx_path: Path, frames: np.ndarray) -> float
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     got = sess.run(None, {BACKBONE_INPUT: frames})[0]
     diff = float(np.max(np.abs(got - expected)))
-    tol = PARITY_RTOL * max(1.0, float(np.max(np.abs(expected))))
+    # relative to the features' own scale: random-weight features peak around 1e-2, ImageNet ones around 10
+    tol = PARITY_RTOL * float(np.max(np.abs(expected))) + 1e-8
     if not np.isfinite(diff) or diff > tol:
         raise RuntimeFailure(f"backbone export parity failed: ONNX differs from Keras by {diff:.3g} (tolerance {tol:.3g}); the ONNX file was not published")
     return diff
