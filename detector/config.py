@@ -117,7 +117,8 @@ def redact(url: str) -> str:
     if not m:
         return url
     head, rest = url[:m.end()], url[m.end():]
-    u = _USERINFO_RE.match(rest) or _USERINFO_LOOSE_RE.match(rest)
+    # greedy to the last "@" before any ?/#: a raw "@" or "/" inside a password must not leak its tail
+    u = _USERINFO_LOOSE_RE.match(rest) or _USERINFO_RE.match(rest)
     if u:
         rest = f"{u.group('user')}:***@{rest[u.end():]}"
     rest = _SECRET_PARAM_RE.sub(r"\1***", rest)

@@ -85,6 +85,9 @@ class Daemon:
         self._lock = threading.Lock()
         self.last_inference = time.monotonic()
         self.call_started: float | None = None     # monotonic start of the backbone call in flight
+        interval = sdnotify.watchdog_interval()
+        self._ping_every = min(1.0, interval / 2) if interval else 1.0   # systemd wants at least every WatchdogSec/2
+        self._last_ping = 0.0
         self.bundle: Bundle | None = None
         self.models: Models | None = None
         self.channels: dict[str, Channel] = {}
@@ -365,8 +368,9 @@ class Daemon:
                 cap.abandon()
         healthy, _ = self.health()
         self.metrics.healthy.set(1 if healthy else 0)
-        if healthy or self._pipeline_moving(now):
+        if (healthy or self._pipeline_moving(now)) and now - self._last_ping >= self._ping_every:
             sdnotify.watchdog()
+            self._last_ping = now
 
     def _pipeline_moving(self, now: float) -> bool:
         """The watchdog is fed while inference makes progress, even if a source is down (it is being retried)."""

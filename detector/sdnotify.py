@@ -59,7 +59,8 @@ def notify(message: str) -> bool:
         return False
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-            sock.sendto(message.encode("utf-8"), address)
+            # never block the caller (the daemon's supervising main thread) on a full socket queue
+            sock.sendto(message.encode("utf-8"), socket.MSG_DONTWAIT, address)
     except (OSError, UnicodeError) as exc:
         _log_once(value, exc)
         return False
