@@ -58,6 +58,17 @@ def demo_command(args: argparse.Namespace) -> int:
     return live_run(demo.broadcast, demo.truth_csv, model_dir, root)
 
 
+def to_h264(src: Path, dst: Path) -> Path:
+    """Broadcast chains carry H.264; the RTSP server packetises it as it is (no re-encoding)."""
+    import subprocess
+
+    tmp = dst.with_suffix(".partial.mp4")
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(src), "-c:v", "libx264", "-preset", "veryfast",
+                    "-g", "25", "-bf", "0", "-pix_fmt", "yuv420p", "-an", str(tmp)], check=True, timeout=1800)
+    tmp.replace(dst)
+    return dst
+
+
 def rtsp_server_available() -> bool:
     """Debian's GStreamer RTSP server bindings live in the system Python."""
     import subprocess
@@ -97,10 +108,7 @@ def live_run(broadcast: Path, truth_csv: Path, model_dir: Path, root: Path) -> i
         h264 = root / "broadcast.h264.mp4"
         if not h264.exists() or h264.stat().st_mtime < broadcast.stat().st_mtime:
             print("== converting the demo broadcast to H.264 for the RTSP server", flush=True)
-            tmp = h264.with_suffix(".partial.mp4")
-            subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(broadcast), "-c:v", "libx264", "-preset", "veryfast",
-                            "-g", "25", "-bf", "0", "-pix_fmt", "yuv420p", "-an", str(tmp)], check=True)
-            tmp.replace(h264)
+            to_h264(broadcast, h264)
         port = free_port()
         server = subprocess.Popen(["/usr/bin/python3", str(Path(__file__).parent / "tools" / "rtsp_server.py"), str(h264),
                                    "--port", str(port), "--mount", "/demo"], stdout=subprocess.PIPE, text=True)

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import yaml
 
+from detector.demo import to_h264  # noqa: F401  (one conversion for the demo, tests and bench)
+
 REPO = Path(__file__).resolve().parents[1]
 RTSP_SERVER = REPO / "detector" / "tools" / "rtsp_server.py"
 SYSTEM_PYTHON = "/usr/bin/python3"
@@ -26,12 +28,6 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
-
-def to_h264(src: Path, dst: Path) -> Path:
-    """Broadcast chains carry H.264; the RTSP server packetises it without re-encoding."""
-    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(src), "-c:v", "libx264", "-preset", "veryfast", "-g", "25",
-                    "-bf", "0", "-pix_fmt", "yuv420p", "-an", str(dst)], check=True, timeout=600)
-    return dst
 
 
 class RtspServer:
