@@ -51,9 +51,25 @@ class Bundle:
     window_frames: int = 40
     input_size: tuple[int, int] = (299, 299)
 
+    variants: tuple[tuple[str, Path, str], ...] = field(default=())   # (precision, file, sha256) beyond fp32
+
     @property
     def backbone_sha256(self) -> str:
+        """The fp32 reference backbone's hash (feature caches and training key on it)."""
         return self.manifest["backbone"]["sha256"]
+
+    @property
+    def backbone_variants(self) -> dict[str, Path]:
+        """precision -> backbone file: always "fp32", plus e.g. "int8" after `--quantize int8`."""
+        out = {"fp32": self.backbone_path}
+        out.update({prec: path for prec, path, _ in self.variants})
+        return out
+
+    def variant_sha256(self, precision: str) -> str:
+        for prec, _, digest in self.variants:
+            if prec == precision:
+                return digest
+        return self.backbone_sha256
 
     @property
     def sequence_sha256(self) -> str | None:
@@ -123,6 +139,13 @@ def load_bundle(root: Path, require_sequence: bool = True, check_graphs: bool = 
     fps = manifest.get("analysis_fps")
     _require(isinstance(fps, (int, float)) and math.isfinite(fps) and 0 < fps <= 60, mpath, "'analysis_fps' must be a number in (0, 60]")
     backbone = _check_file(root, mpath, manifest.get("backbone"), "backbone")
+    variants = []
+    raw_variants = manifest["backbone"].get("variants") or {}
+    _require(isinstance(raw_variants, dict), mpath, "'backbone.variants' must be an object {precision: {file, sha256}}")
+    for prec, part in sorted(raw_variants.items()):
+        _require(prec in ("int8",), mpath, f"'backbone.variants.{prec}': unknown precision (this version reads int8)")
+        vpath = _check_file(root, mpath, part, f"backbone.variants.{prec}")
+        variants.append((prec, vpath, part["sha256"]))
 
     sequence = None
     classes: tuple[str, ...] = ()
@@ -145,7 +168,7 @@ def load_bundle(root: Path, require_sequence: bool = True, check_graphs: bool = 
 
     bundle = Bundle(root=root, manifest=manifest, backbone_path=backbone, sequence_path=sequence, classes=classes,
                     ad_classes=ad_classes, analysis_fps=float(fps), window_frames=int(window or 0),
-                    input_size=(size[0], size[1]))
+                    input_size=(size[0], size[1]), variants=tuple(variants))
     if check_graphs:
         check_graph_shapes(bundle)
     return bundle
@@ -180,6 +203,12 @@ def check_graph_shapes(bundle: Bundle) -> None:
              bundle.backbone_path, f"expected one output '{BACKBONE_OUTPUT}' float [N, D], found "
              + ", ".join(f"'{o.name}' {o.type} {o.shape}" for o in outs))
     dim = _dims(outs[0].shape)[1]
+    for prec, vpath, _ in bundle.variants:
+        vsess = session(vpath)
+        vin, vout = vsess.get_inputs(), vsess.get_outputs()
+        _require(len(vin) == 1 and vin[0].name == BACKBONE_INPUT and vin[0].type == "tensor(uint8)" and len(vout) == 1
+                 and vout[0].name == BACKBONE_OUTPUT and _dims(vout[0].shape)[1] in (None, dim),
+                 vpath, f"the {prec} backbone must have the same input '{BACKBONE_INPUT}' and output '{BACKBONE_OUTPUT}' as backbone.onnx")
     if bundle.sequence_path is None:
         return
     seq = session(bundle.sequence_path)

@@ -34,9 +34,37 @@ def need_train_extra(command: str) -> None:
 
 def cmd_export_backbone(args: argparse.Namespace) -> int:
     need_train_extra("export-backbone")
-    from export.backbone import export_backbone
+    from detector.bundle import read_manifest
+    from export.backbone import check_weights_arg, export_backbone
 
-    export_backbone(Path(args.output), weights=args.weights, force=args.force, seed=args.seed)
+    out = Path(args.output)
+    if args.quantize and not args.calibration:
+        raise UsageError("--quantize int8 needs --calibration DATA_DIR (the training data: real frames set the int8 ranges)")
+    if args.calibration and not args.quantize:
+        raise UsageError("--calibration is only used with --quantize int8")
+    if args.weights is not None:
+        check_weights_arg(args.weights)
+    existing = None
+    if args.quantize and out.is_dir() and not args.force:
+        from export.quantize import calibration_videos
+
+        calibration_videos(Path(args.calibration))        # a bad DATA_DIR is refused before any work
+        try:
+            existing = read_manifest(out)
+        except UsageError:
+            existing = None
+    weights_name = None if args.weights is None else (args.weights if args.weights in ("imagenet", "none") else Path(args.weights).name)
+    keep = existing and existing.get("backbone") and weights_name in (None, existing["backbone"].get("weights"))
+    if keep:
+        logging.getLogger("export").info("quantizing the bundle's existing fp32 backbone path=%s weights=%s", out / "backbone.onnx",
+                                         existing["backbone"].get("weights"))
+    else:
+        export_backbone(out, weights=args.weights or "imagenet", force=args.force, seed=args.seed)
+    if args.quantize:
+        from export.quantize import quantize_bundle
+
+        quantize_bundle(out, Path(args.calibration), frames=args.calibration_frames, seed=args.seed,
+                        progress=not args.no_progress)
     return 0
 
 
@@ -118,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--annotate", action="store_true", help="also write NAME.annotated.mp4")
     p.add_argument("--formats", nargs="+", metavar="FMT", help="subset of: json edl txt ffmeta csv png (default: all)")
     p.add_argument("--providers", nargs="+", help=providers_help)
+    p.add_argument("--engine", choices=["auto", "onnxruntime", "openvino"], default="auto",
+                   help="backbone engine (default auto: a GPU provider if one starts, else OpenVINO if installed, else ONNX Runtime)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "int8"], default="auto",
+                   help="backbone precision (default auto: int8 if the bundle has it, else bf16 on OpenVINO where the CPU has it, else fp32)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_classify)
 
@@ -127,6 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-m", "--model", required=True, help="model bundle directory")
     p.add_argument("--table", action="store_true", help="also print a human-readable table (to stderr)")
     p.add_argument("--providers", nargs="+", help=providers_help)
+    p.add_argument("--engine", choices=["auto", "onnxruntime", "openvino"], default="auto",
+                   help="backbone engine (default auto: a GPU provider if one starts, else OpenVINO if installed, else ONNX Runtime)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "int8"], default="auto",
+                   help="backbone precision (default auto: int8 if the bundle has it, else bf16 on OpenVINO where the CPU has it, else fp32)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_evaluate)
 
@@ -148,9 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export-backbone", help="InceptionV3 -> backbone.onnx (needs [train])")
     p.add_argument("-o", "--output", required=True, help="model bundle directory")
-    p.add_argument("--weights", default="imagenet", help="imagenet (download, cached), none (random, for tests), or PATH to the notop .h5")
-    p.add_argument("--seed", type=int, default=0, help="random seed for --weights none")
+    p.add_argument("--weights", default=None, help="imagenet (download, cached; the default), none (random, for tests), or PATH to the notop .h5")
+    p.add_argument("--seed", type=int, default=0, help="random seed for --weights none and calibration sampling")
     p.add_argument("--force", action="store_true", help="replace a different model in the output directory")
+    p.add_argument("--quantize", choices=["int8"], help="also write backbone.int8.onnx (static int8, calibrated on --calibration); "
+                   "on a bundle that already has a backbone (even a trained one) only the int8 file is added")
+    p.add_argument("--calibration", metavar="DATA_DIR", help="training data whose frames calibrate the int8 ranges")
+    p.add_argument("--calibration-frames", type=int, default=240, metavar="N", help="frames used for calibration (default %(default)s)")
+    p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_export_backbone)
 
     p = sub.add_parser("train", help="features, LSTM training, evaluation, sequence.onnx (needs [train])")

@@ -309,15 +309,33 @@ class CaptureConfig(_Model):
         return v
 
 
-class InferenceConfig(_Model):
-    """ONNX Runtime settings and cross-channel batching."""
+class GpuConfig(_Model):
+    """What a GPU deployment tunes (ONNX Runtime CUDA / TensorRT providers)."""
 
+    device_id: Annotated[int, Strict(), Field(ge=0, le=64)] = 0
+    fp16: StrictBool = False
+    tensorrt_cache_dir: ResolvedPath | None = None
+    io_binding: StrictBool = True
+
+
+class InferenceConfig(_Model):
+    """Which engine runs the graphs, at which precision, and cross-channel batching."""
+
+    engine: Literal["auto", "onnxruntime", "openvino"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "int8"] = "auto"
     providers: Annotated[list[StrictStr], Field(min_length=1)] = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     batch_size: Annotated[int, Strict(), Field(ge=1, le=256)] = 16
     max_batch_delay_ms: Annotated[int, Strict(), Field(ge=0, le=10000)] = 100
     require_gpu: StrictBool = False
     threads: Annotated[int, Strict(), Field(ge=0, le=1024)] = 0
     call_timeout_seconds: Seconds = 30.0
+    gpu: GpuConfig = Field(default_factory=GpuConfig)
+
+    def gpu_options(self) -> Any:
+        from detector.inference import GpuOptions
+
+        return GpuOptions(device_id=self.gpu.device_id, fp16=self.gpu.fp16, tensorrt_cache_dir=self.gpu.tensorrt_cache_dir,
+                          io_binding=self.gpu.io_binding, max_batch=self.batch_size)
 
     @field_validator("providers", mode="before")
     @classmethod

@@ -63,11 +63,13 @@ class Channel:
 
 def load_models(cfg: Any) -> tuple[Bundle, Models]:
     bundle = load_bundle(Path(cfg.model))
-    models = Models(bundle, cfg.inference.providers, cfg.inference.threads or None, spin=False)
+    inf = cfg.inference
+    models = Models(bundle, inf.providers, inf.threads or None, spin=False, engine=inf.engine, precision=inf.precision,
+                    gpu=inf.gpu_options())
     if cfg.inference.require_gpu and not any(p in GPU_PROVIDERS for p in models.providers_in_use):
         raise UsageError(f"inference.require_gpu is true but no GPU provider started (in use: {', '.join(models.providers_in_use)}); "
                          "check the NVIDIA driver, CUDA and cuDNN, or set require_gpu: false")
-    models.warm_up()
+    models.warm_up((1, inf.batch_size))      # both ends of the batch range, before READY
     return bundle, models
 
 
@@ -139,8 +141,8 @@ class Daemon:
 
     def _export_model_info(self) -> None:
         assert self.bundle and self.models
-        self.metrics.set_model_info(self.bundle.classes, self.bundle.backbone_sha256, self.bundle.sequence_sha256 or "",
-                                    self.models.providers_in_use, str(self.bundle.manifest["backbone"].get("precision", "fp32")))
+        self.metrics.set_model_info(self.bundle.classes, self.models.backbone_sha256, self.bundle.sequence_sha256 or "",
+                                    self.models.providers_in_use, self.models.precision)
         for info, model in ((self.models.backbone_info, "backbone"), (self.models.sequence_info, "sequence")):
             if info and info.fallbacks:
                 self.metrics.provider_fallbacks.labels(model=model).inc(len(info.fallbacks))

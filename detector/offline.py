@@ -109,9 +109,10 @@ def analyse(video: Path, bundle: Bundle, models: Models, decision: DecisionSetti
                     transitions, duration, fps, report.frames_decoded, report, timings)
 
 
-def _models(bundle: Bundle, providers: Sequence[str] | None) -> Models:
-    models = Models(bundle, default_providers(providers))
-    log.info("models loaded bundle=%s providers=%s classes=%s", bundle.root, ",".join(models.providers_in_use), ",".join(bundle.classes))
+def _models(bundle: Bundle, args: argparse.Namespace) -> Models:
+    models = Models(bundle, default_providers(args.providers), engine=args.engine, precision=args.precision)
+    log.info("models loaded bundle=%s engine=%s precision=%s providers=%s classes=%s", bundle.root, models.plan.engine,
+             models.precision, ",".join(models.providers_in_use), ",".join(bundle.classes))
     return models
 
 
@@ -129,7 +130,7 @@ def classify_command(args: argparse.Namespace) -> int:
     out_dir = Path(args.output)
     bundle = load_bundle(Path(args.model))   # a bad bundle is refused before OUT_DIR is created
     ensure_writable_dir(out_dir)
-    models = _models(bundle, args.providers)
+    models = _models(bundle, args)
     result = analyse(video, bundle, models, progress=not args.no_progress)
     written = write_outputs(out_dir, video.stem, result.segments, result.times, result.probs, result.classes,
                             result.ad_classes, result.fps, result.total_frames, result.duration, formats)
@@ -153,7 +154,7 @@ def evaluate_command(args: argparse.Namespace) -> int:
     video = _check_video_arg(args.video)
     bundle = load_bundle(Path(args.model))
     truth = read_labels(Path(args.truth), set(bundle.ad_classes), ad_label=bundle.ad_classes[0])
-    models = _models(bundle, args.providers)
+    models = _models(bundle, args)
     result = analyse(video, bundle, models, progress=not args.no_progress)
     figures = score(result.segments, truth, result.duration)
     figures["video"] = str(video)

@@ -125,6 +125,7 @@ def export_backbone(out_dir: Path, weights: str = "none", force: bool = False, s
 
     invalidate(out_dir)
     (out_dir / "sequence.onnx").unlink(missing_ok=True)
+    (out_dir / "backbone.int8.onnx").unlink(missing_ok=True)   # quantized from the old fp32 graph
     path = out_dir / "backbone.onnx"
     import tempfile
 

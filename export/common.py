@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 OPSET = 17
 # Files a bundle directory may hold besides model.json: ours, so re-running into it is fine.
-OWN_ENTRIES = {"backbone.onnx", "sequence.onnx", "training", MANIFEST}
+OWN_ENTRIES = {"backbone.onnx", "backbone.int8.onnx", "sequence.onnx", "training", MANIFEST}
 # Prefix of the staging directory an export works in (left behind only if the export was killed).
 STAGING_PREFIX = ".export."
 
