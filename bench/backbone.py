@@ -30,7 +30,7 @@ import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from bench.common import (OUT, CpuMeter, add_common_args, demo_frames, ensure_backbone, log, machine_info, now,  # noqa: E402
-                          table, wait_for_quiet, wait_until_idle, write_json)
+                          read_manifest, table, wait_for_quiet, wait_until_idle, write_json)
 
 INPUT_NAME = "images"
 ORIGINAL = "keras predict, 1 frame per call (tutorial)"
@@ -217,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="exploratory int8 paths (default both; none with --quick)")
     p.add_argument("--int8-batches", default="1,16", help="batch sizes for the int8 paths (default 1,16)")
     p.add_argument("--calib-frames", type=int, default=32, help="frames for static calibration (default 32)")
+    p.add_argument("--openvino", default="fp32,bf16,int8",
+                   help="OpenVINO paths (the daemon's CPU engine), comma-separated of fp32,bf16,int8 (default all; 'none' to skip)")
+    p.add_argument("--openvino-batches", default="1,16", help="batch sizes for the OpenVINO int8 path (default 1,16; others at 16)")
     add_common_args(p, "backbone")
     args = p.parse_args(argv)
     if args.quick:
@@ -265,6 +268,35 @@ def main(argv: list[str] | None = None) -> int:
         for b in [int(x) for x in args.int8_batches.split(",") if x.strip()]:
             paths.append(Runner(f"ORT int8 {kind}, batch {b} (exploratory)", f"ort-int8-{kind}", b, ort_run(sess),
                                f"{args.threads} intra-op threads"))
+
+    # OpenVINO: the product's own runner (detector.inference.OpenVinoRunner), on the same files
+    ov_kinds = [k for k in args.openvino.split(",") if k.strip() and k != "none"]
+    try:
+        from detector.inference import OpenVinoRunner, openvino_capabilities
+
+        caps = openvino_capabilities()
+    except ImportError:
+        caps = None
+    ov_info: dict[str, Any] = {"capabilities": caps}
+    manifest = read_manifest(args.model) or {}
+    bundle_int8 = ((manifest.get("backbone") or {}).get("variants") or {}).get("int8")
+    for kind in ov_kinds if caps is not None else []:
+        if kind == "int8":
+            qfile = args.model / bundle_int8["file"] if bundle_int8 else (Path(int8_info["static"]["file"]) if int8_info.get("static", {}).get("file") else None)
+            if qfile is None:
+                qfile, how = quantize(onnx_path, "static", calib, OUT / "int8" / args.model.name)
+            if qfile is None:
+                continue
+            file, note = qfile, ("the bundle's calibrated backbone.int8.onnx" if bundle_int8 else "QDQ copy, MinMax calibration on demo frames")
+        else:
+            file, note = onnx_path, "backbone.onnx"
+        runner = OpenVinoRunner(file, kind, args.threads)
+        got = runner(np.ascontiguousarray(pool[:32]))
+        ov_info[kind] = {"file": str(file), "agreement_vs_fp32": agreement(reference, got), "note": note}
+        for b in ([int(x) for x in args.openvino_batches.split(",") if x.strip()] if kind == "int8" else [16]):
+            paths.append(Runner(f"OpenVINO {kind}, batch {b}", f"openvino-{kind}", b, runner, f"{args.threads} threads; {note}"))
+    if caps is None and ov_kinds:
+        log("OpenVINO not installed (pip install openvino): its paths are skipped")
 
     # warm-up: first calls build graphs / allocate arenas
     for path in tqdm(paths, desc="warm-up", unit="path", file=sys.stderr):
@@ -336,6 +368,11 @@ def main(argv: list[str] | None = None) -> int:
                   f"min {agree['cosine_min']}, relative L2 error {agree['rel_l2_err_mean']}; {info['how']}")
         else:
             print(f"int8 {kind} (exploratory): {info['how']}")
+    for kind in ov_kinds:
+        agree = (ov_info.get(kind) or {}).get("agreement_vs_fp32")
+        if agree:
+            print(f"OpenVINO {kind}: features vs ORT fp32 on {agree['frames']} frames: cosine mean {agree['cosine_mean']}, "
+                  f"min {agree['cosine_min']}, relative L2 error {agree['rel_l2_err_mean']}")
     best = max(paths, key=lambda p: p.fps)
     print(f"fastest: {best.name} at {best.fps:.1f} frames/s; target (DESIGN.md): 120 frames/s on 2 cores")
 
@@ -347,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
                      "gate_budget_s": args.gate_budget, "gate_waited_s": round(gate_waited, 1), "ort_intra_op_threads": args.threads,
                      "ort_inter_op_threads": 1, "keras_weights": args.keras_weights},
         "machine": machine, "load": {"wait": quiet, "before": load_before, "after": load_after, "after_each_round_1min": loads},
-        "keras": notes.get("keras"), "int8": int8_info, "results": results, "table": text,
+        "keras": notes.get("keras"), "int8": int8_info, "openvino": ov_info, "results": results, "table": text,
         "target_frames_per_s": 120})
     return 0
 

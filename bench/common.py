@@ -69,7 +69,7 @@ def usable_cores() -> int:
 def versions(extra: Sequence[str] = ()) -> dict[str, str]:
     """Versions of the libraries that decide the speed; only modules already imported or cheap to import."""
     out = {"python": platform.python_version()}
-    for name in ("numpy", "cv2", "onnxruntime", *extra):
+    for name in ("numpy", "cv2", "onnxruntime", "openvino", *extra):
         try:
             mod = __import__(name)
             out[name] = getattr(mod, "__version__", "?")

@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import sys
 import time
 import urllib.request
@@ -77,14 +78,15 @@ def ensure_model(path: Path | None) -> Path:
     raise SystemExit("no trained bundle found: pass --model DIR (e.g. run `make demo` first, then --model demo/models)")
 
 
-def run(n: int, seconds: float, media: Path, truth: list, model: Path, batch: int) -> dict:
+def run(n: int, seconds: float, media: Path, truth: list, model: Path, batch: int, engine: str = "auto", precision: str = "auto") -> dict:
     work = OUT / f"live-{n}"
     work.mkdir(parents=True, exist_ok=True)
     server = RtspServer(media)
     server.start()
     cfg = work / "config.yaml"
     ep = write_config(cfg, model, [{"name": f"ch{i}", "source": server.url} for i in range(n)],
-                      inference={"batch_size": batch, "max_batch_delay_ms": 200}, capture={"stall_seconds": 10})
+                      inference={"batch_size": batch, "max_batch_delay_ms": 200, "engine": engine, "precision": precision},
+                      capture={"stall_seconds": 10})
     listener = Listener(ep["events"])
     daemon = Daemon(cfg)
     try:
@@ -103,6 +105,8 @@ def run(n: int, seconds: float, media: Path, truth: list, model: Path, batch: in
         listener.close()
         server.stop()
     cores = (c1 - c0) / (w1 - w0)
+    info = next((l for l in m1.splitlines() if l.startswith("ad_detector_model_info{")), "")
+    in_use = dict(re.findall(r'(\w+)="([^"]*)"', info))
     analysed = (metric_sum(m1, "ad_detector_frames_analyzed_total") - metric_sum(m0, "ad_detector_frames_analyzed_total")) / (w1 - w0)
     dropped = metric_sum(m1, "ad_detector_frames_dropped_total") - metric_sum(m0, "ad_detector_frames_dropped_total")
     # decision latency: true boundary (wall time of the stream's first frame + truth offset) -> event received
@@ -123,7 +127,8 @@ def run(n: int, seconds: float, media: Path, truth: list, model: Path, batch: in
     def pct(p: float) -> float | None:
         return round(latencies[min(len(latencies) - 1, int(p * len(latencies)))], 2) if latencies else None
 
-    return {"channels": n, "seconds": round(w1 - w0, 1), "cpu_cores": round(cores, 3), "cpu_per_channel": round(cores / n, 3),
+    return {"engine": engine, "precision_requested": precision, "providers": in_use.get("providers"),
+            "precision": in_use.get("precision"), "channels": n, "seconds": round(w1 - w0, 1), "cpu_cores": round(cores, 3), "cpu_per_channel": round(cores / n, 3),
             "analysed_fps": round(analysed, 2), "analysed_fps_per_channel": round(analysed / n, 2), "dropped": int(dropped),
             "latency_p50_s": pct(0.5), "latency_p90_s": pct(0.9), "latency_n": len(latencies),
             "rss_start_mib": round(rss0, 1), "rss_end_mib": round(rss1, 1), "realtime": dropped == 0 and analysed / n >= 4.8}
@@ -137,6 +142,8 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--quick", action="store_true", help="one channel, 40 s")
     ap.add_argument("--json", type=Path, default=OUT / "live.json")
+    ap.add_argument("--engine", default="auto", help="inference.engine (default auto)")
+    ap.add_argument("--precision", default="auto", help="inference.precision (default auto)")
     args = ap.parse_args()
     if args.quick:
         args.channels, args.seconds = [1], 40.0
@@ -145,7 +152,8 @@ def main() -> int:
     rows = []
     for n in args.channels:
         print(f"running {n} channel(s) for {args.seconds:.0f} s ...", file=sys.stderr, flush=True)
-        rows.append(run(n, args.seconds, media, truth, model, args.batch))
+        rows.append(run(n, args.seconds, media, truth, model, args.batch, args.engine, args.precision))
+    print(f"backbone: {rows[0]['providers']} {rows[0]['precision']} (inference.engine {args.engine}, precision {args.precision})")
     head = f"{'channels':>8} {'cpu cores':>9} {'cpu/ch':>7} {'fps/ch':>7} {'dropped':>8} {'lat p50':>8} {'lat p90':>8} {'rss start':>10} {'rss end':>8} {'realtime':>8}"
     print(head)
     for r in rows:

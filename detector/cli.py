@@ -80,6 +80,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from detector.benchmark import bench_command
+
+    return bench_command(args)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from detector.daemon import run_command
 
@@ -210,6 +216,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace a trained model in the output directory")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("bench", help="backbone frames/s per engine and precision, and channels this machine carries")
+    p.add_argument("-m", "--model", required=True, help="model bundle directory (a backbone is enough)")
+    p.add_argument("--seconds", type=float, default=20.0, help="measured seconds per path over all rounds (default %(default)s)")
+    p.add_argument("--rounds", type=int, default=4, help="interleaved rounds (default %(default)s); frames/s is the median")
+    p.add_argument("--batch", type=int, default=16, help="frames per backbone call (default %(default)s, as inference.batch_size)")
+    p.add_argument("--threads", type=int, default=0, help="inference threads, 0 = all cores (default)")
+    p.add_argument("--analysis-fps", type=float, default=5.0, help="analysis rate for the channel estimate (default %(default)s)")
+    p.add_argument("--video", help="a recording of your channels for the decode cost (default: a generated 720p25 H.264 clip)")
+    p.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("demo", help="the quick start: demo data, models, a run with events printed")
     p.add_argument("--dir", default="demo", help="where demo data and models go (default ./demo)")

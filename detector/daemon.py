@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 
 from detector import sdnotify
@@ -101,6 +102,9 @@ class Daemon:
     def start(self) -> None:
         cfg = self.cfg
         quiet_native_logs()
+        # each capture thread converts its own frames; OpenCV's pool splitting a 1 ms resize
+        # over both cores would only contend with decode and inference (README, "Threads")
+        cv2.setNumThreads(1)
         self.bundle, self.models = load_models(cfg)
         self._export_model_info()
         log.info("models ready bundle=%s providers=%s classes=%s window_frames=%d fps=%s", self.bundle.root,

@@ -177,6 +177,7 @@ class Metrics:
             "version": _distribution_version("ad-detector"),
             "python": platform.python_version(),
             "onnxruntime": _distribution_version("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino"),
+            "openvino": _distribution_version("openvino"),
         })
 
     def _create_series(self) -> None:
