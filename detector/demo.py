@@ -27,11 +27,14 @@ def ensure_bundle(root: Path, data_dir: Path, quick: bool) -> Path:
 
     model_dir = root / "models"
     manifest = read_manifest(model_dir) if model_dir.exists() else None
-    if manifest and manifest.get("sequence"):
+    if manifest and manifest.get("sequence") and (manifest.get("backbone") or {}).get("variants"):
         return model_dir
     from detector.cli import need_train_extra
 
     need_train_extra("demo")
+    if manifest and manifest.get("sequence"):
+        _quantize(model_dir, data_dir)
+        return model_dir
     if not manifest or not manifest.get("backbone"):
         from export.backbone import export_backbone
 
@@ -41,7 +44,16 @@ def ensure_bundle(root: Path, data_dir: Path, quick: bool) -> Path:
 
     print("== training the sequence model on the demo clips and recordings", flush=True)
     train(TrainOptions(data_dir=data_dir, out_dir=model_dir, force=True, epochs=15 if quick else 30))
+    _quantize(model_dir, data_dir)
     return model_dir
+
+
+def _quantize(model_dir: Path, data_dir: Path) -> None:
+    """The int8 backbone, so the live run shows the fast CPU path (OpenVINO int8) the daemon picks."""
+    from export.quantize import quantize_bundle
+
+    print("== quantizing the backbone to int8, calibrated on the demo training clips", flush=True)
+    quantize_bundle(model_dir, data_dir)
 
 
 def demo_command(args: argparse.Namespace) -> int:
@@ -204,7 +216,8 @@ def offline_run(video: Path, truth_csv: Path, model_dir: Path, out_dir: Path) ->
     from detector.segments import read_labels
 
     bundle = load_bundle(model_dir)
-    models = Models(bundle, ["CPUExecutionProvider"])
+    models = Models(bundle, ["CPUExecutionProvider"], engine="auto", precision="auto")
+    print(f"== backbone: {models.plan.engine} {models.precision}", flush=True)
     truth = read_labels(truth_csv, set(bundle.ad_classes))
     print(f"== classifying {video.name} offline, at full speed", flush=True)
     result = analyse(video, bundle, models)
