@@ -144,7 +144,22 @@ def build_parser() -> argparse.ArgumentParser:
                         "seq gaps are only reported without it)")
     p.add_argument("--count", type=int, metavar="N", help="exit 0 after N events (0 with --snapshot-endpoint: snapshot only)")
     p.add_argument("--timeout", type=float, metavar="SECONDS", help="exit 1 if nothing arrives for SECONDS (default: wait forever)")
+    p.add_argument("--server-key", metavar="PATH", help="CURVE: the daemon's public key file (SERVER.key); needs --client-key")
+    p.add_argument("--client-key", metavar="PATH",
+                   help="CURVE: this client's secret key file (NAME.key_secret, mode 0600; its NAME.key must be in the "
+                        "daemon's allowed_clients_dir)")
     p.set_defaults(func=cmd_subscribe)
+
+    def cmd_keygen(args: argparse.Namespace) -> int:
+        from detector.security import keygen_command
+
+        return keygen_command(args)
+
+    p = sub.add_parser("keygen", help="make a CURVE key pair (NAME.key, NAME.key_secret) for events.curve / subscribe")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="directory for the key files (created if missing)")
+    p.add_argument("--name", default="server", help="base name of the files (default %(default)s)")
+    p.add_argument("--force", action="store_true", help="replace existing key files of that name")
+    p.set_defaults(func=cmd_keygen)
 
     p = sub.add_parser("export-backbone", help="InceptionV3 -> backbone.onnx (needs [train])")
     p.add_argument("-o", "--output", required=True, help="model bundle directory")

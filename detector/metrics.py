@@ -43,6 +43,8 @@ Extras (not in the contract, so they may change with a changelog note):
   ``stopped`` = published after shutdown began. A failed journal write does not drop the
   event (it is still published): see ``ad_detector_journal_errors_total``.
 - ``ad_detector_journal_errors_total``: failed journal writes (disk full, permissions).
+- ``ad_detector_auth_failures_total``: client handshakes refused by CURVE authentication
+  (unknown client key); see detector/security.py.
 - ``ad_detector_provider_fallbacks_total{model}``: an execution provider that was requested
   but not used for that model (e.g. CUDA asked for, CPU running): a silent slowdown otherwise.
 - ``ad_detector_healthy``: 1 when the daemon's health check passes, 0 when not. The
@@ -163,6 +165,9 @@ class Metrics:
             ["reason"], registry=r)
         self.journal_errors = Counter(
             "ad_detector_journal_errors", "Failed appends to the event journal.", registry=r)
+        self.auth_failures = Counter(
+            "ad_detector_auth_failures", "Client handshakes refused by CURVE authentication (events.curve).",
+            registry=r)
         self.provider_fallbacks = Counter(
             "ad_detector_provider_fallbacks", "Requested execution providers not in use, by model.",
             ["model"], registry=r)

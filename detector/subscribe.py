@@ -28,6 +28,7 @@ import zmq
 
 from detector import events
 from detector.errors import RuntimeFailure, UsageError
+from detector.security import CurveClient
 
 PROG = "ad-detector subscribe"
 SNAPSHOT_ATTEMPT_SECONDS = 2.0   # one REQ try; then a fresh socket
@@ -175,7 +176,8 @@ def _parse_snapshot(frames: list[bytes], endpoint: str) -> dict[str, Any]:
     return snap
 
 
-def _request_snapshot(ctx: zmq.Context[Any], endpoint: str, deadline: float | None, warnings: _Warnings) -> dict[str, Any]:
+def _request_snapshot(ctx: zmq.Context[Any], endpoint: str, deadline: float | None, warnings: _Warnings,
+                      curve: CurveClient | None = None) -> dict[str, Any]:
     """Lazy Pirate REQ: try, time out, replace the socket, try again until the deadline."""
     noted = False
     while True:
@@ -186,6 +188,8 @@ def _request_snapshot(ctx: zmq.Context[Any], endpoint: str, deadline: float | No
         req = ctx.socket(zmq.REQ)
         req.setsockopt(zmq.LINGER, 0)
         req.setsockopt(zmq.RCVTIMEO, max(1, int(attempt * 1000)))
+        if curve is not None:
+            curve.secure(req)
         try:
             _connect(req, endpoint, "--snapshot-endpoint")
             req.send(b"snapshot")
@@ -206,9 +210,12 @@ def _run(ctx: zmq.Context[Any], args: argparse.Namespace, out: TextIO, err: Text
     timeout: float | None = args.timeout
     count: int | None = args.count
     deadline = None if timeout is None else time.monotonic() + timeout
+    curve = CurveClient.from_files(getattr(args, "server_key", None), getattr(args, "client_key", None))
 
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.LINGER, 0)
+    if curve is not None:
+        curve.secure(sub)
     for prefix in topics:
         sub.setsockopt(zmq.SUBSCRIBE, prefix.encode("utf-8"))
     monitor = _watch_handshake(sub, args.endpoint) if args.snapshot_endpoint else None
@@ -217,7 +224,7 @@ def _run(ctx: zmq.Context[Any], args: argparse.Namespace, out: TextIO, err: Text
     snapshot = None
     if args.snapshot_endpoint:
         _wait_connected(sub, monitor, args.endpoint, deadline, warnings)
-        snapshot = _request_snapshot(ctx, args.snapshot_endpoint, deadline, warnings)
+        snapshot = _request_snapshot(ctx, args.snapshot_endpoint, deadline, warnings, curve)
         _write_line(out, {"type": "snapshot", **{k: v for k, v in snapshot.items() if k != "type"}})
     tracker = _SeqTracker(warnings.warn, check_gaps=topics == [""], snapshot=snapshot)
 
