@@ -128,7 +128,9 @@ def _watch_handshake(sub: zmq.Socket[Any], endpoint: str) -> zmq.Socket[Any] | N
     event_id = getattr(zmq, "EVENT_HANDSHAKE_SUCCEEDED", None)
     if event_id is None or not endpoint.startswith(("tcp://", "ipc://")):
         return None  # inproc has no handshake events; old libzmq lacks this one
-    return sub.get_monitor_socket(event_id)
+    # handshake failures too: with CURVE they are how a refused key shows (see _wait_connected)
+    failures = sum(getattr(zmq, name, 0) for name in ("EVENT_HANDSHAKE_FAILED_AUTH", "EVENT_HANDSHAKE_FAILED_PROTOCOL"))
+    return sub.get_monitor_socket(event_id | failures)
 
 
 def _wait_connected(sub: zmq.Socket[Any], monitor: zmq.Socket[Any] | None, endpoint: str, deadline: float | None,
@@ -148,8 +150,14 @@ def _wait_connected(sub: zmq.Socket[Any], monitor: zmq.Socket[Any] | None, endpo
                 raise RuntimeFailure(f"no connection to {endpoint} within the timeout")
             slice_ms = POLL_SLICE_MS if left is None else max(1, min(POLL_SLICE_MS, int(left * 1000)))
             if monitor.poll(slice_ms, zmq.POLLIN):
-                if recv_monitor_message(monitor)["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                event = recv_monitor_message(monitor)["event"]
+                if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                     return
+                if event in (getattr(zmq, "EVENT_HANDSHAKE_FAILED_AUTH", None),
+                             getattr(zmq, "EVENT_HANDSHAKE_FAILED_PROTOCOL", None)):
+                    warnings.warn("refused", f"the publisher at {endpoint} refused the handshake: is this client's NAME.key "
+                                             "in its allowed_clients_dir, --server-key its public key, and does it use "
+                                             "CURVE exactly when you do? (retrying)")
             if not noted and time.monotonic() - started > SNAPSHOT_ATTEMPT_SECONDS:
                 warnings.warn("wait", f"waiting for the publisher at {endpoint}")
                 noted = True
@@ -218,12 +226,14 @@ def _run(ctx: zmq.Context[Any], args: argparse.Namespace, out: TextIO, err: Text
         curve.secure(sub)
     for prefix in topics:
         sub.setsockopt(zmq.SUBSCRIBE, prefix.encode("utf-8"))
-    monitor = _watch_handshake(sub, args.endpoint) if args.snapshot_endpoint else None
+    # with CURVE, wait for the handshake even without a snapshot: a refused key is then reported
+    monitor = _watch_handshake(sub, args.endpoint) if args.snapshot_endpoint or curve is not None else None
     _connect(sub, args.endpoint, "--endpoint")
 
     snapshot = None
-    if args.snapshot_endpoint:
+    if monitor is not None:
         _wait_connected(sub, monitor, args.endpoint, deadline, warnings)
+    if args.snapshot_endpoint:
         snapshot = _request_snapshot(ctx, args.snapshot_endpoint, deadline, warnings, curve)
         _write_line(out, {"type": "snapshot", **{k: v for k, v in snapshot.items() if k != "type"}})
     tracker = _SeqTracker(warnings.warn, check_gaps=topics == [""], snapshot=snapshot)
