@@ -113,7 +113,7 @@ class Daemon:
         curve = None
         if cfg.events.curve is not None:
             curve = CurveServer(cfg.events.curve.server_secret_key, cfg.events.curve.allowed_clients_dir,
-                                on_failure=self.metrics.auth_failures.inc)
+                                on_failure=lambda reason: self.metrics.auth_failures.labels(reason=reason).inc())
         self.publisher = Publisher(cfg.events.bind, cfg.events.snapshot_bind, cfg.events.heartbeat_seconds, journal, self.run_id,
                                    self.names, send_hwm=cfg.events.send_hwm, curve=curve,
                                    on_sent=lambda ch, typ: self.metrics.events_published.labels(channel=ch, type=typ).inc(),

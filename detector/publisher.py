@@ -276,8 +276,7 @@ class Publisher:
         rep = ctx.socket(zmq.ROUTER)
         try:
             if self._curve is not None:
-                self._curve.secure(pub)
-                self._curve.secure(rep)
+                self._curve.secure(pub, rep)
             pub.setsockopt(zmq.SNDHWM, self.send_hwm)
             pub.setsockopt(zmq.LINGER, PUB_LINGER_MS)
             pub.setsockopt(zmq.XPUB_NODROP, 1)

@@ -215,16 +215,22 @@ class _CountingAuthenticator(ThreadAuthenticator):
 class CurveServer:
     """CURVE for the daemon's server sockets: keys loaded once at start, one authenticator.
 
-    `on_failure()` is called once per refused client handshake (for the metric).
+    `on_failure(reason)` is called once per refused client handshake (for the metric), with
+    reason "unknown_key" (a CURVE client whose key is not in allowed_clients_dir: seen by
+    ZAP, with its address) or "no_curve" (a client without CURVE: libzmq rejects it before
+    ZAP, so it is seen through a socket monitor, which knows no peer address).
     """
 
     secret_key_path: Path
     allowed_clients_dir: Path
-    on_failure: Callable[[], None] | None = None
+    on_failure: Callable[[str], None] | None = None
     _public: bytes = field(default=b"", repr=False)
     _secret: bytes = field(default=b"", repr=False)
     _auth: _CountingAuthenticator | None = field(default=None, repr=False)
     _log: _RateLimitedLog = field(default_factory=_RateLimitedLog, repr=False)
+    _monitors: list[zmq.Socket[Any]] = field(default_factory=list, repr=False)
+    _watcher: threading.Thread | None = field(default=None, repr=False)
+    _stopping: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def __post_init__(self) -> None:
         try:
@@ -244,25 +250,69 @@ class CurveServer:
         log.info("curve enabled server_key=%s allowed_clients_dir=%s clients=%d", self.secret_key_path,
                  self.allowed_clients_dir, self.clients)
 
-    def secure(self, sock: zmq.Socket[Any]) -> None:
-        """Make `sock` a CURVE server; call before bind()."""
-        sock.setsockopt(zmq.CURVE_SECRETKEY, self._secret)
-        sock.setsockopt(zmq.CURVE_PUBLICKEY, self._public)
-        sock.setsockopt(zmq.CURVE_SERVER, 1)
+    def secure(self, *socks: zmq.Socket[Any]) -> None:
+        """Make each socket a CURVE server and watch it for clients without CURVE.
+
+        Called once, on the thread that owns the sockets, before bind(). The monitor PAIR
+        sockets are created here and from then on used only by the watcher thread (the
+        thread start is the hand-over), so no socket is ever shared between threads.
+        """
+        for sock in socks:
+            sock.setsockopt(zmq.CURVE_SECRETKEY, self._secret)
+            sock.setsockopt(zmq.CURVE_PUBLICKEY, self._public)
+            sock.setsockopt(zmq.CURVE_SERVER, 1)
+            self._monitors.append(sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL))
+        self._watcher = threading.Thread(target=self._watch, name="curve-monitor", daemon=True)
+        self._watcher.start()
 
     def stop(self) -> None:
-        """Stop the authenticator (before the context is terminated)."""
+        """Stop the watcher and the authenticator (before the context is terminated)."""
+        self._stopping.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=2.0)
+            self._watcher = None
         if self._auth is not None:
             self._auth.stop()
             self._auth = None
 
-    def _refused(self, address: str, client_key: str, reason: str) -> None:
+    def _watch(self) -> None:
+        from zmq.utils.monitor import recv_monitor_message
+
+        poller = zmq.Poller()
+        for mon in self._monitors:
+            poller.register(mon, zmq.POLLIN)
+        try:
+            while not self._stopping.is_set():
+                for mon, _ in poller.poll(200):
+                    try:
+                        msg = recv_monitor_message(mon, zmq.NOBLOCK)
+                    except zmq.ZMQError:
+                        continue
+                    if msg["event"] == zmq.EVENT_MONITOR_STOPPED:
+                        poller.unregister(mon)
+                    elif msg["event"] == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+                        self._refused("", "", "client without CURVE or with a broken handshake",
+                                      kind="no_curve", endpoint=msg["endpoint"].decode("utf-8", "replace"))
+        except Exception:
+            log.exception("curve monitor failed; clients without CURVE are still refused, just not counted")
+        finally:
+            for mon in self._monitors:
+                mon.close(linger=0)
+            self._monitors.clear()
+
+    def _refused(self, address: str, client_key: str, reason: str, kind: str = "unknown_key",
+                 endpoint: str = "") -> None:
         if self.on_failure is not None:
-            self.on_failure()
+            try:
+                self.on_failure(kind)
+            except Exception:
+                log.exception("auth failure callback failed")
         count = self._log.hit()
         if count is not None:
-            log.warning("client refused address=%s client_key=%s reason=%s refused_since_last_log=%d",
-                        address or "?", client_key or "none", reason.replace(" ", "_") or "denied", count)
+            where = f"address={address or '?'} client_key={client_key or 'none'}" if kind == "unknown_key" \
+                else f"endpoint={endpoint or '?'}"
+            log.warning("client refused kind=%s %s reason=%s refused_since_last_log=%d", kind, where,
+                        "_".join(reason.split()) or "denied", count)
 
 
 # --------------------------------------------------------------------------- client side

@@ -58,15 +58,18 @@ def secret_of(path: Path) -> bytes:
 def curve_publisher(keys):
     """A started Publisher with CURVE, its auth-failure counter from the real Metrics."""
     metrics = Metrics(["demo"])
-    curve = CurveServer(keys["server_secret"], keys["clients"], on_failure=metrics.auth_failures.inc)
+    curve = CurveServer(keys["server_secret"], keys["clients"],
+                        on_failure=lambda reason: metrics.auth_failures.labels(reason=reason).inc())
     pub = Publisher(ANY, ANY, 60.0, None, RUN, ["demo"], curve=curve)
     pub.start()
     yield pub, metrics
     pub.stop()
 
 
-def failures(metrics: Metrics) -> float:
-    return metrics.registry.get_sample_value("ad_detector_auth_failures_total") or 0.0
+def failures(metrics: Metrics, reason: str) -> float:
+    value = metrics.registry.get_sample_value("ad_detector_auth_failures_total", {"reason": reason})
+    assert value is not None, "series not created up front"
+    return value
 
 
 def curve_socket(ctx: zmq.Context, kind: int, endpoint: str, keys: dict[str, Path], client: str | None) -> zmq.Socket:
@@ -115,6 +118,7 @@ def drain(sock: zmq.Socket, seconds: float) -> list[list[bytes]]:
 
 def test_only_the_allowed_client_receives_events(ctx, keys, curve_publisher):
     pub, metrics = curve_publisher
+    assert failures(metrics, "unknown_key") == failures(metrics, "no_curve") == 0
     allowed = curve_socket(ctx, zmq.SUB, pub.endpoint, keys, "client1")
     stranger = curve_socket(ctx, zmq.SUB, pub.endpoint, keys, "stranger")
     keyless = curve_socket(ctx, zmq.SUB, pub.endpoint, keys, None)
@@ -124,7 +128,9 @@ def test_only_the_allowed_client_receives_events(ctx, keys, curve_publisher):
         assert events.decode(got[-1])["type"] == "segment.start"
         assert drain(stranger, 0.5) == []
         assert drain(keyless, 0.5) == []
-    assert failures(metrics) >= 1  # the stranger's handshake was refused and counted
+    # both refusals counted: the stranger's key by ZAP, the keyless client by the socket monitor
+    assert failures(metrics, "unknown_key") >= 1
+    assert failures(metrics, "no_curve") >= 1
 
 
 def test_snapshot_answers_only_the_allowed_client(ctx, keys, curve_publisher):
@@ -149,7 +155,7 @@ def test_refusals_are_logged_with_the_address_and_no_secret_is_ever_logged(ctx, 
         assert drain(allowed, 1.5)
         assert drain(stranger, 0.5) == []
     refused = [r.getMessage() for r in caplog.records if "client refused" in r.getMessage()]
-    assert refused and "address=127.0.0.1" in refused[0]
+    assert refused and "kind=unknown_key address=127.0.0.1" in refused[0]
     assert zmq.auth.load_certificate(keys["stranger"])[0].decode() in refused[0]  # the public key names who it was
     text = caplog.text
     for name in ("server", "client1", "stranger"):
