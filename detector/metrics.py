@@ -44,7 +44,7 @@ Extras (not in the contract, so they may change with a changelog note):
   event (it is still published): see ``ad_detector_journal_errors_total``.
 - ``ad_detector_journal_errors_total``: failed journal writes (disk full, permissions).
 - ``ad_detector_auth_failures_total{reason}``: client handshakes refused by CURVE
-  (``unknown_key``, ``no_curve``); see detector/security.py.
+  (``unknown_key``, ``handshake``); see detector/security.py.
 - ``ad_detector_provider_fallbacks_total{model}``: an execution provider that was requested
   but not used for that model (e.g. CUDA asked for, CPU running): a silent slowdown otherwise.
 - ``ad_detector_healthy``: 1 when the daemon's health check passes, 0 when not. The
@@ -83,7 +83,7 @@ DROP_REASONS = ("ring_overflow", "decode_error", "timestamp_jump", "stale", "shu
 EVENT_TYPES = ("segment.start", "segment.end", "heartbeat", "stream.up", "stream.down")
 MODELS = ("backbone", "sequence")
 EVENT_DROP_REASONS = ("hwm", "stopped")
-AUTH_FAILURE_REASONS = ("unknown_key", "no_curve")   # detector/security.py CurveServer
+AUTH_FAILURE_REASONS = ("unknown_key", "handshake")   # detector/security.py CurveServer
 
 # One backbone batch on a CPU takes tens to hundreds of ms, a sequence call ~1 ms, a large
 # batch on a slow CPU several seconds: 1 ms .. 10 s covers both models with useful resolution.
@@ -168,7 +168,7 @@ class Metrics:
             "ad_detector_journal_errors", "Failed appends to the event journal.", registry=r)
         self.auth_failures = Counter(
             "ad_detector_auth_failures", "Client handshakes refused by CURVE (events.curve), by reason "
-            "(unknown_key: key not in allowed_clients_dir; no_curve: client without CURVE).",
+            "(unknown_key: key not in allowed_clients_dir; handshake: failed before authentication, e.g. a client without CURVE).",
             ["reason"], registry=r)
         self.provider_fallbacks = Counter(
             "ad_detector_provider_fallbacks", "Requested execution providers not in use, by model.",

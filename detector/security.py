@@ -161,6 +161,8 @@ def check_allowed_clients_dir(path: Path) -> int:
 
 # --------------------------------------------------------------------------- server side
 
+_HANDSHAKE_FAILED = zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+
 class _RateLimitedLog:
     """First occurrence logged at once, then at most one summary line per interval."""
 
@@ -217,8 +219,11 @@ class CurveServer:
 
     `on_failure(reason)` is called once per refused client handshake (for the metric), with
     reason "unknown_key" (a CURVE client whose key is not in allowed_clients_dir: seen by
-    ZAP, with its address) or "no_curve" (a client without CURVE: libzmq rejects it before
-    ZAP, so it is seen through a socket monitor, which knows no peer address).
+    ZAP, with its address) or "handshake" (the handshake failed before authentication: a
+    client without CURVE, one with the wrong server key, or a bare TCP probe; libzmq
+    rejects these before ZAP, so they are seen through a socket monitor, which knows no
+    peer address). Which side notices a mechanism mismatch first is a race, so both
+    "protocol error" and "no detail" handshake failures count.
     """
 
     secret_key_path: Path
@@ -261,7 +266,7 @@ class CurveServer:
             sock.setsockopt(zmq.CURVE_SECRETKEY, self._secret)
             sock.setsockopt(zmq.CURVE_PUBLICKEY, self._public)
             sock.setsockopt(zmq.CURVE_SERVER, 1)
-            self._monitors.append(sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL))
+            self._monitors.append(sock.get_monitor_socket(_HANDSHAKE_FAILED))
         self._watcher = threading.Thread(target=self._watch, name="curve-monitor", daemon=True)
         self._watcher.start()
 
@@ -290,11 +295,11 @@ class CurveServer:
                         continue
                     if msg["event"] == zmq.EVENT_MONITOR_STOPPED:
                         poller.unregister(mon)
-                    elif msg["event"] == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
-                        self._refused("", "", "client without CURVE or with a broken handshake",
-                                      kind="no_curve", endpoint=msg["endpoint"].decode("utf-8", "replace"))
+                    elif msg["event"] & _HANDSHAKE_FAILED:
+                        self._refused("", "", "no CURVE, wrong server key or an aborted connection",
+                                      kind="handshake", endpoint=msg["endpoint"].decode("utf-8", "replace"))
         except Exception:
-            log.exception("curve monitor failed; clients without CURVE are still refused, just not counted")
+            log.exception("curve monitor failed; such clients are still refused, just not counted")
         finally:
             for mon in self._monitors:
                 mon.close(linger=0)
