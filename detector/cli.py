@@ -139,15 +139,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--endpoint", default="tcp://127.0.0.1:5556", help="the daemon's events.bind (default %(default)s)")
     p.add_argument("--snapshot-endpoint", metavar="S",
                    help="the daemon's events.snapshot_bind: print the current state first (a {\"type\": \"snapshot\"} line)")
+    p.add_argument("--server-key", metavar="PATH", help="CURVE: the daemon's public key file (SERVER.key); needs --client-key")
+    p.add_argument("--client-key", metavar="PATH",
+                   help="CURVE: this client's secret key file (NAME.key_secret, mode 0600; its NAME.key must be in the "
+                        "daemon's allowed_clients_dir)")
     p.add_argument("--topic", action="append", metavar="PREFIX",
                    help="only topics starting with PREFIX, e.g. segment. or heartbeat/demo (repeatable; default all; "
                         "seq gaps are only reported without it)")
     p.add_argument("--count", type=int, metavar="N", help="exit 0 after N events (0 with --snapshot-endpoint: snapshot only)")
     p.add_argument("--timeout", type=float, metavar="SECONDS", help="exit 1 if nothing arrives for SECONDS (default: wait forever)")
-    p.add_argument("--server-key", metavar="PATH", help="CURVE: the daemon's public key file (SERVER.key); needs --client-key")
-    p.add_argument("--client-key", metavar="PATH",
-                   help="CURVE: this client's secret key file (NAME.key_secret, mode 0600; its NAME.key must be in the "
-                        "daemon's allowed_clients_dir)")
     p.set_defaults(func=cmd_subscribe)
 
     def cmd_keygen(args: argparse.Namespace) -> int:

@@ -43,14 +43,14 @@ Extras (not in the contract, so they may change with a changelog note):
   ``stopped`` = published after shutdown began. A failed journal write does not drop the
   event (it is still published): see ``ad_detector_journal_errors_total``.
 - ``ad_detector_journal_errors_total``: failed journal writes (disk full, permissions).
-- ``ad_detector_auth_failures_total{reason}``: client handshakes refused by CURVE
-  (``unknown_key``, ``handshake``); see detector/security.py.
 - ``ad_detector_provider_fallbacks_total{model}``: an execution provider that was requested
   but not used for that model (e.g. CUDA asked for, CPU running): a silent slowdown otherwise.
 - ``ad_detector_healthy``: 1 when the daemon's health check passes, 0 when not. The
   `MetricsServer` refreshes it from the same callback as ``/healthz`` at every scrape, so the
   two never disagree.
 - ``ad_detector_build_info{version,python,onnxruntime}``: what is running, for joins in PromQL.
+- ``ad_detector_auth_failures_total{reason}``: client handshakes refused by CURVE
+  (``unknown_key``, ``handshake``); see detector/security.py.
 
 prometheus_client also exposes ``*_created`` series (creation time) for counters and
 histograms; set ``PROMETHEUS_DISABLE_CREATED_SERIES=True`` in the service environment to
@@ -166,10 +166,6 @@ class Metrics:
             ["reason"], registry=r)
         self.journal_errors = Counter(
             "ad_detector_journal_errors", "Failed appends to the event journal.", registry=r)
-        self.auth_failures = Counter(
-            "ad_detector_auth_failures", "Client handshakes refused by CURVE (events.curve), by reason "
-            "(unknown_key: key not in allowed_clients_dir; handshake: failed before authentication, e.g. a client without CURVE).",
-            ["reason"], registry=r)
         self.provider_fallbacks = Counter(
             "ad_detector_provider_fallbacks", "Requested execution providers not in use, by model.",
             ["model"], registry=r)
@@ -177,6 +173,10 @@ class Metrics:
             "ad_detector_healthy", "1 when the daemon's health check passes, else 0.", registry=r)
         self.build_info = Info(
             "ad_detector_build", "Versions of the running daemon.", registry=r)
+        self.auth_failures = Counter(
+            "ad_detector_auth_failures", "Client handshakes refused by CURVE (events.curve), by reason "
+            "(unknown_key: key not in allowed_clients_dir; handshake: failed before authentication, e.g. a client without CURVE).",
+            ["reason"], registry=r)
 
         self._create_series()
         self.model_info.info({key: "" for key in MODEL_INFO_KEYS})
@@ -200,13 +200,13 @@ class Metrics:
                 self.events_published.labels(channel=channel, type=event_type)
             self.decision_latency.labels(channel=channel)
             self.last_frame_timestamp.labels(channel=channel).set(0)
+        for reason in AUTH_FAILURE_REASONS:
+            self.auth_failures.labels(reason=reason)
         for model in MODELS:
             self.inference_seconds.labels(model=model)
             self.provider_fallbacks.labels(model=model)
         for reason in EVENT_DROP_REASONS:
             self.events_dropped.labels(reason=reason)
-        for reason in AUTH_FAILURE_REASONS:
-            self.auth_failures.labels(reason=reason)
 
     def set_model_info(self, classes: Sequence[str], backbone_sha256: str, sequence_sha256: str,
                        providers: Sequence[str], precision: str) -> None:
