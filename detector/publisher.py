@@ -109,9 +109,8 @@ class Publisher:
                  channels: list[str], send_hwm: int = 1000, on_sent: Callable[[str, str], None] | None = None,
                  on_drop: Callable[[str], None] | None = None,
                  on_journal_error: Callable[[Exception], None] | None = None,
-                 heartbeat_source: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None,
-                 context: zmq.Context[Any] | None = None, journal_fsync: bool = True,
-                 curve: CurveServer | None = None) -> None:
+                 heartbeat_source: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None, curve: CurveServer | None = None,
+                 context: zmq.Context[Any] | None = None, journal_fsync: bool = True) -> None:
         if not heartbeat_seconds > 0:
             raise ValueError(f"heartbeat_seconds must be > 0, got {heartbeat_seconds!r}")
         if send_hwm < 1:
