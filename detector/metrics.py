@@ -200,11 +200,11 @@ class Metrics:
                 self.events_published.labels(channel=channel, type=event_type)
             self.decision_latency.labels(channel=channel)
             self.last_frame_timestamp.labels(channel=channel).set(0)
-        for reason in AUTH_FAILURE_REASONS:
-            self.auth_failures.labels(reason=reason)
         for model in MODELS:
             self.inference_seconds.labels(model=model)
             self.provider_fallbacks.labels(model=model)
+        for reason in AUTH_FAILURE_REASONS:
+            self.auth_failures.labels(reason=reason)
         for reason in EVENT_DROP_REASONS:
             self.events_dropped.labels(reason=reason)
 
