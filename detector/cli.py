@@ -84,8 +84,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     one `CONFIG:LINE: key.path: message` line per error) and exits 2.
     """
     from detector.config import dump_resolved, load_config
+    from detector.security import exposure_warnings
 
-    sys.stdout.write(dump_resolved(load_config(Path(args.config))))
+    cfg = load_config(Path(args.config))
+    sys.stdout.write(dump_resolved(cfg))
+    for warning in exposure_warnings(cfg.events.bind, cfg.events.snapshot_bind, cfg.events.curve is not None):
+        print(f"ad-detector: warning: {warning}", file=sys.stderr)
     return 0
 # --- end check-config --------------------------------------------------------------------
 

@@ -35,7 +35,7 @@ from detector.events import rfc3339
 from detector.inference import GPU_PROVIDERS, Models
 from detector.metrics import Metrics, MetricsServer
 from detector.publisher import Publisher
-from detector.security import CurveServer
+from detector.security import CurveServer, exposure_warnings
 from detector.ring import FrameMeta, Ring
 
 log = logging.getLogger(__name__)
@@ -110,6 +110,8 @@ class Daemon:
         self.server = MetricsServer(cfg.metrics.bind, self.metrics, self.health)
         self.server.start()
         journal = Path(cfg.events.journal) if cfg.events.journal else None
+        for warning in exposure_warnings(cfg.events.bind, cfg.events.snapshot_bind, cfg.events.curve is not None):
+            log.warning("insecure events socket: %s", warning)
         curve = None
         if cfg.events.curve is not None:
             curve = CurveServer(cfg.events.curve.server_secret_key, cfg.events.curve.allowed_clients_dir,

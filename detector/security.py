@@ -320,6 +320,31 @@ class CurveServer:
                         "_".join(reason.split()) or "denied", count)
 
 
+# --------------------------------------------------------------------------- exposure
+
+_TCP_HOST_RE = re.compile(r"^tcp://(?P<host>\[[^\]]*\]|[^:]*):")
+
+
+def _loopback(endpoint: str) -> bool:
+    """True for endpoints only this machine can reach: ipc://, tcp on 127.0.0.0/8, ::1, localhost."""
+    if not endpoint.startswith("tcp://"):
+        return True   # ipc:// is guarded by file permissions
+    m = _TCP_HOST_RE.match(endpoint)
+    host = m.group("host").strip("[]").lower() if m else ""
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def exposure_warnings(bind: str, snapshot_bind: str, curve_enabled: bool) -> list[str]:
+    """One line per event socket that other machines may reach without CURVE (DESIGN: "CURVE
+    for anything beyond loopback"). A warning, not an error: a trusted, isolated network is
+    a legitimate choice, but it has to be a conscious one."""
+    if curve_enabled:
+        return []
+    return [f"events.{key} {endpoint} is reachable from other machines and events.curve is not set: anyone who can "
+            "reach it can subscribe, unencrypted (README \"Security\")"
+            for key, endpoint in (("bind", bind), ("snapshot_bind", snapshot_bind)) if not _loopback(endpoint)]
+
+
 # --------------------------------------------------------------------------- client side
 
 @dataclass(frozen=True)

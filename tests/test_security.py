@@ -294,3 +294,20 @@ def test_bad_curve_config_exits_2_naming_the_key(tmp_path, keys):
     proc = run_cli("check-config", "-c", wrong)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "events.curve.allowed_client_dir: unknown key; did you mean 'allowed_clients_dir'?" in proc.stderr
+
+
+def test_check_config_warns_when_the_sockets_are_reachable_without_curve(tmp_path, keys):
+    base = "model: models/demo\nchannels:\n  - name: demo\n    source: rtsp://127.0.0.1:8554/live\n"
+    cfg = tmp_path / "open.yaml"
+    cfg.write_text(base + "events:\n  bind: tcp://*:5556\n  snapshot_bind: tcp://127.0.0.1:5557\n")
+    proc = run_cli("check-config", "-c", cfg)
+    assert proc.returncode == 0, proc.stderr
+    warnings = [l for l in proc.stderr.splitlines() if l.startswith("ad-detector: warning:")]
+    assert len(warnings) == 1 and "events.bind tcp://*:5556" in warnings[0] and "events.curve" in warnings[0]
+
+    cfg.write_text(base)  # the defaults: loopback only
+    assert "warning" not in run_cli("check-config", "-c", cfg).stderr
+    secured = write_config(tmp_path, keys["server_secret"], keys["clients"])
+    secured.write_text(secured.read_text().replace("events:\n", "events:\n  bind: tcp://0.0.0.0:5556\n"))
+    proc = run_cli("check-config", "-c", secured)
+    assert proc.returncode == 0 and "warning" not in proc.stderr, proc.stderr
