@@ -311,3 +311,41 @@ def test_check_config_warns_when_the_sockets_are_reachable_without_curve(tmp_pat
     secured.write_text(secured.read_text().replace("events:\n", "events:\n  bind: tcp://0.0.0.0:5556\n"))
     proc = run_cli("check-config", "-c", secured)
     assert proc.returncode == 0 and "warning" not in proc.stderr, proc.stderr
+
+
+# --------------------------------------------------------------------------- the daemon
+
+def test_the_daemon_with_curve_serves_allowed_clients_only(tmp_path, keys, bundle_dir):
+    """`ad-detector run` with events.curve (an unreachable source: heartbeats are enough):
+    the allowed subscriber gets the snapshot and events, a stranger nothing, the refusal is in
+    /metrics and the log, and no secret key is in the log."""
+    import urllib.request
+
+    from livekit import Daemon, free_port, write_config as daemon_config
+
+    cfg = tmp_path / "daemon.yaml"
+    ep = daemon_config(cfg, bundle_dir, [{"name": "gone", "source": f"rtsp://127.0.0.1:{free_port()}/nothing"}],
+                       events={"curve": {"server_secret_key": str(keys["server_secret"]),
+                                         "allowed_clients_dir": str(keys["clients"])}})
+    daemon = Daemon(cfg)
+    try:
+        assert daemon.wait_log("daemon ready", 120), daemon.log()[-3000:]
+        ok = subscribe("--endpoint", ep["events"], "--snapshot-endpoint", ep["snapshot"], "--server-key", keys["server"],
+                       "--client-key", keys["client1_secret"], "--count", "1", "--timeout", "20")
+        bad = subscribe("--endpoint", ep["events"], "--server-key", keys["server"], "--client-key",
+                        keys["stranger_secret"], "--timeout", "4")
+        out, err = ok.communicate(timeout=40)
+        assert ok.returncode == 0, err
+        lines = [json.loads(line) for line in out.splitlines()]
+        assert lines[0]["type"] == "snapshot" and "gone" in lines[0]["channels"] and len(lines) == 2
+        bad_out, bad_err = bad.communicate(timeout=40)
+        assert bad_out == "" and bad.returncode == 1 and "refused the handshake" in bad_err
+        text = urllib.request.urlopen(ep["metrics"] + "/metrics", timeout=5).read().decode()
+        refused = [l for l in text.splitlines() if l.startswith('ad_detector_auth_failures_total{reason="unknown_key"}')]
+        assert refused and float(refused[0].split()[-1]) >= 1, text[-2000:]
+    finally:
+        assert daemon.stop() == 0
+    log = daemon.log()
+    assert "client refused kind=unknown_key address=127.0.0.1" in log and "curve enabled" in log
+    for name in ("server", "client1", "stranger"):
+        assert secret_of(keys[name + "_secret"]).decode() not in log
