@@ -90,6 +90,8 @@ def read_manifest(root: Path) -> dict[str, Any] | None:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UsageError(f"{path}: not a valid model manifest ({exc}); re-export the bundle") from None
+    except (RecursionError, ValueError):  # nested thousands deep; an int over Python's digit limit
+        raise UsageError(f"{path}: not a valid model manifest (nested too deeply or a number too long); re-export the bundle") from None
     if not isinstance(data, dict):
         raise UsageError(f"{path}: not a valid model manifest (expected a JSON object)")
     return data
@@ -137,7 +139,7 @@ def load_bundle(root: Path, require_sequence: bool = True, check_graphs: bool = 
     _require(isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size),
              mpath, "'input_size' must be [height, width]")
     fps = manifest.get("analysis_fps")
-    _require(isinstance(fps, (int, float)) and math.isfinite(fps) and 0 < fps <= 60, mpath, "'analysis_fps' must be a number in (0, 60]")
+    _require(isinstance(fps, (int, float)) and not isinstance(fps, bool) and 0 < fps <= 60 and math.isfinite(fps), mpath, "'analysis_fps' must be a number in (0, 60]")
     backbone = _check_file(root, mpath, manifest.get("backbone"), "backbone")
     variants = []
     raw_variants = manifest["backbone"].get("variants") or {}

@@ -118,8 +118,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     one `CONFIG:LINE: key.path: message` line per error) and exits 2.
     """
     from detector.config import dump_resolved, load_config
+    from detector.security import exposure_warnings
 
-    sys.stdout.write(dump_resolved(load_config(Path(args.config))))
+    cfg = load_config(Path(args.config))
+    sys.stdout.write(dump_resolved(cfg))
+    for warning in exposure_warnings(cfg.events.bind, cfg.events.snapshot_bind, cfg.events.curve is not None):
+        print(f"ad-detector: warning: {warning}", file=sys.stderr)
     return 0
 # --- end check-config --------------------------------------------------------------------
 
@@ -181,12 +185,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--endpoint", default="tcp://127.0.0.1:5556", help="the daemon's events.bind (default %(default)s)")
     p.add_argument("--snapshot-endpoint", metavar="S",
                    help="the daemon's events.snapshot_bind: print the current state first (a {\"type\": \"snapshot\"} line)")
+    p.add_argument("--server-key", metavar="PATH", help="CURVE: the daemon's public key file (SERVER.key); needs --client-key")
+    p.add_argument("--client-key", metavar="PATH",
+                   help="CURVE: this client's secret key file (NAME.key_secret, mode 0600; its NAME.key must be in the "
+                        "daemon's allowed_clients_dir)")
     p.add_argument("--topic", action="append", metavar="PREFIX",
                    help="only topics starting with PREFIX, e.g. segment. or heartbeat/demo (repeatable; default all; "
                         "seq gaps are only reported without it)")
     p.add_argument("--count", type=int, metavar="N", help="exit 0 after N events (0 with --snapshot-endpoint: snapshot only)")
     p.add_argument("--timeout", type=float, metavar="SECONDS", help="exit 1 if nothing arrives for SECONDS (default: wait forever)")
     p.set_defaults(func=cmd_subscribe)
+
+    def cmd_keygen(args: argparse.Namespace) -> int:
+        from detector.security import keygen_command
+
+        return keygen_command(args)
+
+    p = sub.add_parser("keygen", help="make a CURVE key pair (NAME.key, NAME.key_secret) for events.curve / subscribe")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="directory for the key files (created if missing)")
+    p.add_argument("--name", default="server", help="base name of the files (default %(default)s)")
+    p.add_argument("--force", action="store_true", help="replace existing key files of that name")
+    p.set_defaults(func=cmd_keygen)
 
     p = sub.add_parser("export-backbone", help="InceptionV3 -> backbone.onnx (needs [train])")
     p.add_argument("-o", "--output", required=True, help="model bundle directory")

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from detector.decision import DecisionSettings
 
 __all__ = [
-    "CaptureConfig", "ChannelConfig", "Config", "ConfigError", "DecisionConfig", "EventsConfig",
+    "CaptureConfig", "ChannelConfig", "Config", "ConfigError", "CurveConfig", "DecisionConfig", "EventsConfig",
     "InferenceConfig", "MetricsConfig", "dump_resolved", "load_config", "parse_config", "redact",
     "redact_text", "source_kind",
 ]
@@ -407,6 +407,29 @@ def _check_zmq_endpoint(v: str, info: ValidationInfo) -> str:
 ZmqEndpoint = Annotated[StrictStr, AfterValidator(_check_zmq_endpoint)]
 
 
+def _key_check(check: Any) -> Any:
+    """A validator running a detector.security key-file check; its one-line message is the error."""
+    def validate(v: Path) -> Path:
+        from detector import security
+
+        try:
+            check(security, v)
+        except security.KeyFileError as exc:
+            raise ValueError(str(exc)) from None
+        return v
+    return AfterValidator(validate)
+
+
+class CurveConfig(_Model):
+    """ZeroMQ CURVE encryption + client authentication for both event sockets (README "Security").
+
+    Only paths live here, never key material, so dumps and errors cannot leak a secret.
+    """
+
+    server_secret_key: Annotated[ResolvedPath, _key_check(lambda sec, p: sec.load_secret_certificate(p))]
+    allowed_clients_dir: Annotated[ResolvedPath, _key_check(lambda sec, p: sec.check_allowed_clients_dir(p))]
+
+
 class EventsConfig(_Model):
     """ZeroMQ publisher, snapshot service and the append-only journal."""
 
@@ -415,6 +438,7 @@ class EventsConfig(_Model):
     heartbeat_seconds: Annotated[float, Strict(), Field(gt=0, le=3600)] = 5.0
     journal: ResolvedPath = Path("events.jsonl")
     send_hwm: Annotated[int, Strict(), Field(ge=1, le=10_000_000)] = 1000
+    curve: CurveConfig | None = None
 
     @field_validator("snapshot_bind")
     @classmethod
@@ -607,8 +631,9 @@ def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
         if field is None:
             return None
         current = field.annotation
-        while get_origin(current) in (list, Annotated):
-            current = get_args(current)[0]
+        while get_origin(current) in (list, Annotated, Union) or type(current).__name__ == "UnionType":
+            args = [a for a in get_args(current) if a is not type(None)]
+            current = args[0] if args else None
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 

@@ -36,6 +36,7 @@ from detector.events import rfc3339
 from detector.inference import GPU_PROVIDERS, Models
 from detector.metrics import Metrics, MetricsServer
 from detector.publisher import Publisher
+from detector.security import CurveServer, exposure_warnings
 from detector.ring import FrameMeta, Ring
 
 log = logging.getLogger(__name__)
@@ -115,8 +116,14 @@ class Daemon:
         self.server = MetricsServer(cfg.metrics.bind, self.metrics, self.health)
         self.server.start()
         journal = Path(cfg.events.journal) if cfg.events.journal else None
+        for warning in exposure_warnings(cfg.events.bind, cfg.events.snapshot_bind, cfg.events.curve is not None):
+            log.warning("insecure events socket: %s", warning)
+        curve = None
+        if cfg.events.curve is not None:
+            curve = CurveServer(cfg.events.curve.server_secret_key, cfg.events.curve.allowed_clients_dir,
+                                on_failure=lambda reason: self.metrics.auth_failures.labels(reason=reason).inc())
         self.publisher = Publisher(cfg.events.bind, cfg.events.snapshot_bind, cfg.events.heartbeat_seconds, journal, self.run_id,
-                                   self.names, send_hwm=cfg.events.send_hwm,
+                                   self.names, send_hwm=cfg.events.send_hwm, curve=curve,
                                    on_sent=lambda ch, typ: self.metrics.events_published.labels(channel=ch, type=typ).inc(),
                                    on_drop=lambda reason: self.metrics.events_dropped.labels(reason=reason).inc(),
                                    on_journal_error=self._journal_error, heartbeat_source=self.heartbeat_state)

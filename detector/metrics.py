@@ -49,6 +49,8 @@ Extras (not in the contract, so they may change with a changelog note):
   `MetricsServer` refreshes it from the same callback as ``/healthz`` at every scrape, so the
   two never disagree.
 - ``ad_detector_build_info{version,python,onnxruntime}``: what is running, for joins in PromQL.
+- ``ad_detector_auth_failures_total{reason}``: client handshakes refused by CURVE
+  (``unknown_key``, ``handshake``); see detector/security.py.
 
 prometheus_client also exposes ``*_created`` series (creation time) for counters and
 histograms; set ``PROMETHEUS_DISABLE_CREATED_SERIES=True`` in the service environment to
@@ -81,6 +83,7 @@ DROP_REASONS = ("ring_overflow", "decode_error", "timestamp_jump", "stale", "shu
 EVENT_TYPES = ("segment.start", "segment.end", "heartbeat", "stream.up", "stream.down")
 MODELS = ("backbone", "sequence")
 EVENT_DROP_REASONS = ("hwm", "stopped")
+AUTH_FAILURE_REASONS = ("unknown_key", "handshake")   # detector/security.py CurveServer
 
 # One backbone batch on a CPU takes tens to hundreds of ms, a sequence call ~1 ms, a large
 # batch on a slow CPU several seconds: 1 ms .. 10 s covers both models with useful resolution.
@@ -170,6 +173,10 @@ class Metrics:
             "ad_detector_healthy", "1 when the daemon's health check passes, else 0.", registry=r)
         self.build_info = Info(
             "ad_detector_build", "Versions of the running daemon.", registry=r)
+        self.auth_failures = Counter(
+            "ad_detector_auth_failures", "Client handshakes refused by CURVE (events.curve), by reason "
+            "(unknown_key: key not in allowed_clients_dir; handshake: failed before authentication, e.g. a client without CURVE).",
+            ["reason"], registry=r)
 
         self._create_series()
         self.model_info.info({key: "" for key in MODEL_INFO_KEYS})
@@ -197,6 +204,8 @@ class Metrics:
         for model in MODELS:
             self.inference_seconds.labels(model=model)
             self.provider_fallbacks.labels(model=model)
+        for reason in AUTH_FAILURE_REASONS:
+            self.auth_failures.labels(reason=reason)
         for reason in EVENT_DROP_REASONS:
             self.events_dropped.labels(reason=reason)
 

@@ -54,6 +54,7 @@ import zmq
 from detector import events
 from detector.errors import RuntimeFailure, UsageError
 from detector.journal import Journal, JournalError
+from detector.security import CurveServer
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ class Publisher:
                  channels: list[str], send_hwm: int = 1000, on_sent: Callable[[str, str], None] | None = None,
                  on_drop: Callable[[str], None] | None = None,
                  on_journal_error: Callable[[Exception], None] | None = None,
-                 heartbeat_source: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None,
+                 heartbeat_source: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None, curve: CurveServer | None = None,
                  context: zmq.Context[Any] | None = None, journal_fsync: bool = True) -> None:
         if not heartbeat_seconds > 0:
             raise ValueError(f"heartbeat_seconds must be > 0, got {heartbeat_seconds!r}")
@@ -127,6 +128,7 @@ class Publisher:
         self._on_journal_error = on_journal_error
         self._heartbeat_source = heartbeat_source
         self._given_context = context
+        self._curve = curve  # CURVE + client authentication for both sockets (detector/security.py)
 
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._queue_lock = threading.Lock()      # orders publish() against stop()
@@ -272,6 +274,8 @@ class Publisher:
         pub = ctx.socket(zmq.XPUB)
         rep = ctx.socket(zmq.ROUTER)
         try:
+            if self._curve is not None:
+                self._curve.secure(pub, rep)
             pub.setsockopt(zmq.SNDHWM, self.send_hwm)
             pub.setsockopt(zmq.LINGER, PUB_LINGER_MS)
             pub.setsockopt(zmq.XPUB_NODROP, 1)
@@ -300,6 +304,8 @@ class Publisher:
         pub = rep = None
         try:
             try:
+                if self._curve is not None:
+                    self._curve.start(ctx)  # the authenticator must share the sockets' context
                 pub, rep = self._bind_sockets(ctx)
             except BaseException as exc:
                 self._bind_error = exc if isinstance(exc, UsageError) else RuntimeFailure(f"publisher start failed: {exc}")
@@ -322,6 +328,8 @@ class Publisher:
             for sock in (pub, rep):
                 if sock is not None:
                     sock.close()  # PUB keeps its linger so queued messages can still leave
+            if self._curve is not None:
+                self._curve.stop()
             if self._given_context is None:
                 ctx.term()
             if self._journal is not None:

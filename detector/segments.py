@@ -30,13 +30,19 @@ class Segment:
         return self.end - self.start
 
 
+def _shown(text: str, limit: int = 60) -> str:
+    """User text quoted into an error: one line (control characters escaped), truncated."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[: limit + 1])
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _number(text: str, where: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise UsageError(f"{where}: '{text}' is not a number of seconds") from None
+        raise UsageError(f"{where}: '{_shown(text)}' is not a number of seconds") from None
     if not math.isfinite(value) or value < 0:
-        raise UsageError(f"{where}: '{text}' must be a finite number of seconds >= 0")
+        raise UsageError(f"{where}: '{_shown(text)}' must be a finite number of seconds >= 0")
     return value
 
 
@@ -54,17 +60,23 @@ def check_sorted(segments: list[Segment], where: str) -> None:
 
 def parse_csv_labels(text: str, where: str, ad_classes: set[str]) -> list[Segment]:
     """CSV with header `start,end,label`; labels in `ad_classes` are ads."""
-    rows = list(csv.reader(io.StringIO(text)))
-    rows = [r for r in rows if any(c.strip() for c in r)]
+    reader = csv.reader(io.StringIO(text))
+    rows: list[tuple[int, list[str]]] = []   # (line the row ends on, fields): quoted fields may span lines
+    try:
+        for row in reader:
+            if any(c.strip() for c in row):
+                rows.append((reader.line_num, row))
+    except csv.Error as exc:  # a field over csv's size limit, a NUL byte, a stray quote
+        raise UsageError(f"{where}:{reader.line_num}: not a valid CSV row ({_shown(str(exc))})") from None
     if not rows:
         raise UsageError(f"{where}: empty labels file; expected a header 'start,end,label' and one row per segment")
-    header = [c.strip().lower() for c in rows[0]]
+    header = [c.strip().lower() for c in rows[0][1]]
     if header[:3] != ["start", "end", "label"]:
-        raise UsageError(f"{where}: first line must be the header 'start,end,label' (found '{','.join(rows[0])}')")
+        raise UsageError(f"{where}: first line must be the header 'start,end,label' (found '{_shown(','.join(rows[0][1]))}')")
     segments = []
-    for n, row in enumerate(rows[1:], start=2):
+    for n, row in rows[1:]:
         if len(row) < 3:
-            raise UsageError(f"{where}:{n}: expected 'start,end,label', found '{','.join(row)}'")
+            raise UsageError(f"{where}:{n}: expected 'start,end,label', found '{_shown(','.join(row))}'")
         label = row[2].strip()
         if not label:
             raise UsageError(f"{where}:{n}: empty label")
@@ -85,7 +97,7 @@ def parse_edl(text: str, where: str, ad_label: str) -> list[Segment]:
             continue
         parts = line.split()
         if len(parts) < 2:
-            raise UsageError(f"{where}:{n}: expected 'start end action', found '{line}'")
+            raise UsageError(f"{where}:{n}: expected 'start end action', found '{_shown(line)}'")
         start = _number(parts[0], f"{where}:{n}")
         end = _number(parts[1], f"{where}:{n}")
         segments.append(Segment(start, end, ad_label, True))

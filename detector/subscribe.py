@@ -28,6 +28,7 @@ import zmq
 
 from detector import events
 from detector.errors import RuntimeFailure, UsageError
+from detector.security import CurveClient
 
 PROG = "ad-detector subscribe"
 SNAPSHOT_ATTEMPT_SECONDS = 2.0   # one REQ try; then a fresh socket
@@ -127,7 +128,9 @@ def _watch_handshake(sub: zmq.Socket[Any], endpoint: str) -> zmq.Socket[Any] | N
     event_id = getattr(zmq, "EVENT_HANDSHAKE_SUCCEEDED", None)
     if event_id is None or not endpoint.startswith(("tcp://", "ipc://")):
         return None  # inproc has no handshake events; old libzmq lacks this one
-    return sub.get_monitor_socket(event_id)
+    # handshake failures too: with CURVE they are how a refused key shows (see _wait_connected)
+    failures = sum(getattr(zmq, name, 0) for name in ("EVENT_HANDSHAKE_FAILED_AUTH", "EVENT_HANDSHAKE_FAILED_PROTOCOL"))
+    return sub.get_monitor_socket(event_id | failures)
 
 
 def _wait_connected(sub: zmq.Socket[Any], monitor: zmq.Socket[Any] | None, endpoint: str, deadline: float | None,
@@ -147,8 +150,14 @@ def _wait_connected(sub: zmq.Socket[Any], monitor: zmq.Socket[Any] | None, endpo
                 raise RuntimeFailure(f"no connection to {endpoint} within the timeout")
             slice_ms = POLL_SLICE_MS if left is None else max(1, min(POLL_SLICE_MS, int(left * 1000)))
             if monitor.poll(slice_ms, zmq.POLLIN):
-                if recv_monitor_message(monitor)["event"] == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                event = recv_monitor_message(monitor)["event"]
+                if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                     return
+                if event in (getattr(zmq, "EVENT_HANDSHAKE_FAILED_AUTH", None),
+                             getattr(zmq, "EVENT_HANDSHAKE_FAILED_PROTOCOL", None)):
+                    warnings.warn("refused", f"the publisher at {endpoint} refused the handshake: is this client's NAME.key "
+                                             "in its allowed_clients_dir, --server-key its public key, and does it use "
+                                             "CURVE exactly when you do? (retrying)")
             if not noted and time.monotonic() - started > SNAPSHOT_ATTEMPT_SECONDS:
                 warnings.warn("wait", f"waiting for the publisher at {endpoint}")
                 noted = True
@@ -175,7 +184,8 @@ def _parse_snapshot(frames: list[bytes], endpoint: str) -> dict[str, Any]:
     return snap
 
 
-def _request_snapshot(ctx: zmq.Context[Any], endpoint: str, deadline: float | None, warnings: _Warnings) -> dict[str, Any]:
+def _request_snapshot(ctx: zmq.Context[Any], endpoint: str, deadline: float | None, warnings: _Warnings,
+                      curve: CurveClient | None = None) -> dict[str, Any]:
     """Lazy Pirate REQ: try, time out, replace the socket, try again until the deadline."""
     noted = False
     while True:
@@ -186,6 +196,8 @@ def _request_snapshot(ctx: zmq.Context[Any], endpoint: str, deadline: float | No
         req = ctx.socket(zmq.REQ)
         req.setsockopt(zmq.LINGER, 0)
         req.setsockopt(zmq.RCVTIMEO, max(1, int(attempt * 1000)))
+        if curve is not None:
+            curve.secure(req)
         try:
             _connect(req, endpoint, "--snapshot-endpoint")
             req.send(b"snapshot")
@@ -206,18 +218,23 @@ def _run(ctx: zmq.Context[Any], args: argparse.Namespace, out: TextIO, err: Text
     timeout: float | None = args.timeout
     count: int | None = args.count
     deadline = None if timeout is None else time.monotonic() + timeout
+    curve = CurveClient.from_files(getattr(args, "server_key", None), getattr(args, "client_key", None))
 
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.LINGER, 0)
+    if curve is not None:
+        curve.secure(sub)
     for prefix in topics:
         sub.setsockopt(zmq.SUBSCRIBE, prefix.encode("utf-8"))
-    monitor = _watch_handshake(sub, args.endpoint) if args.snapshot_endpoint else None
+    # with CURVE, wait for the handshake even without a snapshot: a refused key is then reported
+    monitor = _watch_handshake(sub, args.endpoint) if args.snapshot_endpoint or curve is not None else None
     _connect(sub, args.endpoint, "--endpoint")
 
     snapshot = None
-    if args.snapshot_endpoint:
+    if monitor is not None:
         _wait_connected(sub, monitor, args.endpoint, deadline, warnings)
-        snapshot = _request_snapshot(ctx, args.snapshot_endpoint, deadline, warnings)
+    if args.snapshot_endpoint:
+        snapshot = _request_snapshot(ctx, args.snapshot_endpoint, deadline, warnings, curve)
         _write_line(out, {"type": "snapshot", **{k: v for k, v in snapshot.items() if k != "type"}})
     tracker = _SeqTracker(warnings.warn, check_gaps=topics == [""], snapshot=snapshot)
 
