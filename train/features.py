@@ -39,7 +39,7 @@ class Track:
 def cache_key(video: Path, backbone_sha256: str, fps: float, input_size: tuple[int, int]) -> str:
     st = video.stat()
     ident = {"path": str(video.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-             "backbone": backbone_sha256, "fps": fps, "input_size": list(input_size), "v": 1}
+             "backbone": backbone_sha256, "fps": fps, "input_size": list(input_size), "v": 2}   # v2: bilinear resize
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
 
 
