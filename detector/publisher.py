@@ -563,6 +563,8 @@ class Publisher:
         if self._journal is None:
             return replay.error_reply("this publisher keeps no journal (events.journal is off): nothing to replay")
         found = journal_replay(self._journal.path, request.run_id, request.after_seq, request.limit)
+        if not found.found and request.run_id == self.run_id:
+            found.found, found.oldest = True, None  # our own run, nothing journaled yet: known, just empty
         last = found.events[-1] if found.events else None
         nxt = {"run_id": last["run_id"], "after_seq": last["seq"]} if last is not None and not found.complete else None
         log.info("replay served run_id=%s after_seq=%d found=%s events=%d complete=%s", _kv(request.run_id),
