@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +20,7 @@ from detector import events, replay
 from detector.journal import Journal, journal_files, read_journal
 from detector.metrics import Metrics
 from detector.publisher import Publisher
+from livekit import fill, mount_small_tmpfs, remount, unmount
 
 ANY = "tcp://127.0.0.1:*"
 
@@ -271,43 +269,17 @@ def live_publisher(tmp_path_factory):
 
 # -- the journal's disk fills up or goes read-only ---------------------------------------------------
 
-def _mount(*args: str) -> None:
-    subprocess.run(["mount", *args], check=True, capture_output=True, text=True, timeout=30)
-
-
 @pytest.fixture
 def small_disk(tmp_path) -> Iterator[Path]:
     """A 64 KiB tmpfs of our own (root only): a disk that really fills up and really goes read-only."""
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("needs root and mount(8) to mount a small tmpfs as the journal's disk")
     mnt = tmp_path / "disk"
-    mnt.mkdir()
-    try:
-        _mount("-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt))
-    except subprocess.CalledProcessError as exc:
-        pytest.skip(f"cannot mount a tmpfs here (no CAP_SYS_ADMIN?): {exc.stderr.strip()}")
+    why_not = mount_small_tmpfs(mnt)
+    if why_not:
+        pytest.skip(why_not)
     try:
         yield mnt
     finally:
-        subprocess.run(["umount", "-l", str(mnt)], capture_output=True, timeout=30)
-
-
-def fill(directory: Path) -> Path:
-    """Fill the file system completely; return the filler file (delete it to free the space)."""
-    filler = directory / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-    try:
-        for size in (4096, 1):  # blocks, then the last bytes
-            try:
-                while os.write(fd, b"\0" * size):
-                    pass
-            except OSError:
-                pass
-    finally:
-        os.close(fd)
-    with pytest.raises(OSError):  # really full
-        (directory / "probe").write_bytes(b"x" * 4096)
-    return filler
+        unmount(mnt)
 
 
 class Watch:
@@ -403,7 +375,7 @@ def test_read_only_journal_disk_events_still_arrive_and_journaling_resumes_when_
     caplog.set_level(logging.INFO, logger="detector.publisher")
     path = small_disk / "events.jsonl"
     path.write_text("")  # the journal exists, then the file system goes read-only (as after an I/O error)
-    _mount("-o", "remount,ro", str(small_disk))
+    remount(small_disk, "ro")
     watch = Watch()
     pub = make_publisher(journal_path=path, **watch.kwargs())
     sub = sub_socket(ctx, pub)
@@ -413,7 +385,7 @@ def test_read_only_journal_disk_events_still_arrive_and_journaling_resumes_when_
     assert watch.value("ad_detector_journal_errors_total") >= 4 and watch.value("ad_detector_journal_ok") == 0
     assert "Read-only file system" in pub.journal_status()["error"]
     assert sum("journal failing" in r.getMessage() for r in caplog.records) == 1
-    _mount("-o", "remount,rw", str(small_disk))
+    remount(small_disk, "rw")
     publish_n(pub, 1)
     wait_until(lambda: pub.journal_ok)
     assert watch.value("ad_detector_journal_ok") == 1

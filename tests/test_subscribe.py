@@ -23,6 +23,7 @@ from detector import events
 from detector.journal import read_journal
 from detector.publisher import Publisher
 from conftest import CLI, cli_env
+from livekit import Subscriber
 
 ANY = "tcp://127.0.0.1:*"
 RUN = "run-a"
@@ -220,53 +221,6 @@ def free_endpoint() -> str:
         return f"tcp://127.0.0.1:{s.getsockname()[1]}"
 
 
-class Running:
-    """`ad-detector subscribe` running in the background, its stdout collected line by line."""
-
-    def __init__(self, *args: object) -> None:
-        self.proc = subscribe(*args)
-        self.lines: list[dict] = []
-        self.err = ""
-        self._out = threading.Thread(target=self._read, daemon=True)
-        self._out.start()
-        self._errt = threading.Thread(target=self._read_err, daemon=True)
-        self._errt.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(json.loads(line))
-
-    def _read_err(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.err += line
-
-    def events(self) -> list[dict]:
-        return [e for e in list(self.lines) if e.get("type") not in ("snapshot", "heartbeat")]
-
-    def wait_for(self, predicate, timeout: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate(self):
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise AssertionError(f"subscriber output never matched; lines={self.lines} stderr={self.err!r} "
-                                     f"exit={self.proc.poll()}")
-            time.sleep(0.02)
-
-    def kill(self) -> None:
-        self.proc.kill()  # SIGKILL: no chance to clean up, as in a crash or an OOM kill
-        self.proc.wait(10)
-        self._out.join(5)
-        self._errt.join(5)
-
-    def stop(self) -> tuple[int, str]:
-        self.proc.send_signal(signal.SIGINT)
-        rc = self.proc.wait(10)
-        self._out.join(5)
-        self._errt.join(5)
-        return rc, self.err
-
-
 def start_publisher(run_id: str, ep: str, snap: str, journal: Path) -> Publisher:
     pub = Publisher(ep, snap, 60.0, journal, run_id, ["demo"], journal_fsync=False)
     deadline = time.monotonic() + 10
@@ -295,7 +249,7 @@ def positions(evs: list[dict]) -> list[tuple[str, int]]:
 def test_subscriber_killed_in_an_ad_break_and_publisher_restarted_loses_nothing_and_repeats_nothing(tmp_path):
     ep, snap, journal, resume = free_endpoint(), free_endpoint(), tmp_path / "events.jsonl", tmp_path / "pos.json"
     pub = start_publisher("run-a", ep, snap, journal)
-    first = Running("--endpoint", ep, "--snapshot-endpoint", snap, "--resume", resume, "--timeout", 60)
+    first = Subscriber("--endpoint", ep, "--snapshot-endpoint", snap, "--resume", resume, "--timeout", 60)
     try:
         first.wait_for(lambda r: r.lines and r.lines[0]["type"] == "snapshot")
         pub.publish("stream.up", "demo")
@@ -319,7 +273,7 @@ def test_subscriber_killed_in_an_ad_break_and_publisher_restarted_loses_nothing_
         deadline = time.monotonic() + 5
         while pub.last_seq < 4 and time.monotonic() < deadline:
             time.sleep(0.01)
-        second = Running("--endpoint", ep, "--snapshot-endpoint", snap, "--resume", resume, "--timeout", 60)
+        second = Subscriber("--endpoint", ep, "--snapshot-endpoint", snap, "--resume", resume, "--timeout", 60)
         try:
             second.wait_for(lambda r: len(r.events()) >= 6)  # the rest of run-a and run-b so far, replayed
             pub.publish("segment.end", "demo", duration=2.0, **segment(11, "commercial"))  # live again
@@ -342,7 +296,7 @@ def test_subscriber_killed_in_an_ad_break_and_publisher_restarted_loses_nothing_
 def test_a_running_subscriber_repairs_a_publisher_restart_by_replay(tmp_path):
     ep, snap, journal = free_endpoint(), free_endpoint(), tmp_path / "events.jsonl"
     pub = start_publisher("run-a", ep, snap, journal)
-    sub = Running("--endpoint", ep, "--snapshot-endpoint", snap, "--timeout", 60)
+    sub = Subscriber("--endpoint", ep, "--snapshot-endpoint", snap, "--timeout", 60)
     try:
         sub.wait_for(lambda r: r.lines and r.lines[0]["type"] == "snapshot")
         pub.publish("stream.up", "demo")
