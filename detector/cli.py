@@ -194,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "seq gaps are only reported without it)")
     p.add_argument("--count", type=int, metavar="N", help="exit 0 after N events (0 with --snapshot-endpoint: snapshot only)")
     p.add_argument("--timeout", type=float, metavar="SECONDS", help="exit 1 if nothing arrives for SECONDS (default: wait forever)")
+    p.add_argument("--resume", metavar="FILE",
+                   help="keep the position of the last printed event in FILE; when FILE exists, replay from there "
+                        "instead of printing a snapshot (needs --snapshot-endpoint)")
     p.set_defaults(func=cmd_subscribe)
 
     def cmd_keygen(args: argparse.Namespace) -> int:

@@ -437,6 +437,9 @@ class EventsConfig(_Model):
     snapshot_bind: ZmqEndpoint = "tcp://127.0.0.1:5557"
     heartbeat_seconds: Annotated[float, Strict(), Field(gt=0, le=3600)] = 5.0
     journal: ResolvedPath = Path("events.jsonl")
+    # rotation by size: events.jsonl -> .1 ... .journal_keep; a replay reads them oldest first
+    journal_max_bytes: Annotated[int, Strict(), Field(ge=1024, le=2**40)] = 64 * 1024 * 1024
+    journal_keep: Annotated[int, Strict(), Field(ge=1, le=1000)] = 5
     send_hwm: Annotated[int, Strict(), Field(ge=1, le=10_000_000)] = 1000
     curve: CurveConfig | None = None
 

@@ -126,7 +126,9 @@ class Daemon:
                                    self.names, send_hwm=cfg.events.send_hwm, curve=curve,
                                    on_sent=lambda ch, typ: self.metrics.events_published.labels(channel=ch, type=typ).inc(),
                                    on_drop=lambda reason: self.metrics.events_dropped.labels(reason=reason).inc(),
-                                   on_journal_error=self._journal_error, heartbeat_source=self.heartbeat_state)
+                                   on_journal_error=self._journal_error, heartbeat_source=self.heartbeat_state,
+                                   journal_max_bytes=cfg.events.journal_max_bytes, journal_keep=cfg.events.journal_keep,
+                                   on_journal_state=lambda ok: self.metrics.journal_ok.set(1 if ok else 0))
         self.publisher.start()
         self.infer_thread = threading.Thread(target=self._infer_loop, name="inference", daemon=True)
         self.infer_thread.start()
@@ -192,8 +194,8 @@ class Daemon:
         self.publisher.publish("stream.down", ch.name, reason=reason)
 
     def _journal_error(self, exc: Exception) -> None:
+        # counted per failed append; the publisher logs once per episode (start and recovery)
         self.metrics.journal_errors.inc()
-        log.error("journal write failed error=%r", str(exc))
 
     def stop(self) -> None:
         """Reverse order: captures, inference (batch in flight finishes), final events, publisher, metrics."""
@@ -326,6 +328,19 @@ class Daemon:
             up = bool(cap and cap.up and not cap.stalled(now))
             details["channels"][ch.name] = "up" if up else "down"
             ok = ok and up
+        # the journal failing does not stop publication, so it degrades rather than fails the
+        # check: 200 with status "degraded" (a 503 would get a working daemon restarted by a
+        # probe, which frees no disk space); ad_detector_journal_ok says it to Prometheus
+        degraded: list[str] = []
+        if self.publisher is not None:
+            journal = self.publisher.journal_status()
+            details["journal"] = journal
+            if not journal["ok"]:
+                degraded.append(f"journal {journal['path']}: {journal['error']} (events are published but not "
+                                "journaled, so they cannot be replayed)")
+        details["status"] = "degraded" if ok and degraded else "ok" if ok else "unhealthy"
+        if degraded:
+            details["degraded"] = degraded
         return ok, details
 
     # ------------------------------------------------------------------ main thread

@@ -13,14 +13,23 @@ The journal is the evidence a compliance subscriber or an operator goes back to,
   next record is intact; `read_journal` skips such fragments.
 - If the file is renamed or removed under us (logrotate without copytruncate), the next
   append notices and opens a fresh file at the configured path.
+- Rotation by size (`max_bytes`, `keep`): before a line would take the file past `max_bytes`,
+  `events.jsonl` becomes `events.jsonl.1`, `.1` becomes `.2` ... and `.keep` is deleted. Lines
+  are never split across files, so every file stays a valid JSON-lines file on its own.
+- `replay` reads the rotated files oldest first, so a subscriber that lost events (a network
+  gap, its own restart, the daemon's restart) can get them back from the record, across runs
+  and rotations, in the order they were published.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import mmap
 import os
+import re
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,14 +48,29 @@ class JournalError(Exception):
         self.errno = exc.errno
 
 
-class Journal:
-    """Appends events as JSON lines. Not thread-safe: the publisher thread owns it."""
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+DEFAULT_KEEP = 5
 
-    def __init__(self, path: Path, fsync: bool = True) -> None:
+
+class Journal:
+    """Appends events as JSON lines, rotating by size. Not thread-safe: the publisher thread owns it.
+
+    `max_bytes=None` never rotates (an external logrotate may still move the file away).
+    """
+
+    def __init__(self, path: Path, fsync: bool = True, max_bytes: int | None = DEFAULT_MAX_BYTES,
+                 keep: int = DEFAULT_KEEP) -> None:
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError(f"max_bytes must be >= 1 or None, got {max_bytes!r}")
+        if keep < 1:
+            raise ValueError(f"keep must be >= 1, got {keep!r}")
         self.path = Path(path)
         self.fsync = fsync
+        self.max_bytes = max_bytes
+        self.keep = int(keep)
         self._fd: int | None = None
         self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the open file
+        self._size = 0
 
     def open(self) -> None:
         """Open (or create) the file now; `append` does this lazily, this reports problems early."""
@@ -74,6 +98,7 @@ class Journal:
             raise
         self._fd = fd
         self._identity = (st.st_dev, st.st_ino)
+        self._size = os.fstat(fd).st_size
 
     def _ends_with_newline(self) -> bool:
         with open(self.path, "rb") as fh:
@@ -102,12 +127,36 @@ class Journal:
             if self._fd is None:
                 self._open()
             assert self._fd is not None
-            _write_all(self._fd, line)
+            if self.max_bytes is not None and self._size > 0 and self._size + len(line) > self.max_bytes:
+                self._rotate()
+            assert self._fd is not None
+            try:
+                _write_all(self._fd, line)
+            finally:
+                self._size = os.fstat(self._fd).st_size  # a short write counts too
             if self.fsync:
                 os.fsync(self._fd)
         except OSError as exc:
             self.close()
             raise JournalError(self.path, exc) from exc
+
+    def _rotate(self) -> None:
+        """events.jsonl -> .1 -> .2 ... -> .keep (deleted); then a fresh events.jsonl.
+
+        Renames only, no copying: it works on a full disk too, and a reader that has a file
+        open keeps reading the same events under its new name.
+        """
+        self.close()
+        oldest = rotated_path(self.path, self.keep)
+        if oldest.exists():
+            oldest.unlink()
+        for n in range(self.keep - 1, 0, -1):
+            src = rotated_path(self.path, n)
+            if src.exists():
+                os.replace(src, rotated_path(self.path, n + 1))
+        os.replace(self.path, rotated_path(self.path, 1))
+        log.info("journal rotated path=%s keep=%d max_bytes=%d", self.path, self.keep, self.max_bytes or 0)
+        self._open()
 
     def close(self) -> None:
         """Close the file (idempotent). Errors on close are logged, not raised: nothing is buffered."""
@@ -150,6 +199,34 @@ def _fsync_dir(directory: Path) -> None:
         os.close(dfd)
 
 
+def rotated_path(path: Path, n: int) -> Path:
+    """`events.jsonl.N`, the N-th newest rotated file."""
+    return path.with_name(f"{path.name}.{n}")
+
+
+def journal_files(path: Path) -> list[Path]:
+    """The journal's files that exist, oldest first: events.jsonl.N ... events.jsonl.1, events.jsonl.
+
+    Every numeric suffix is included (also beyond the current `keep`, e.g. after lowering it),
+    so a replay never silently skips a file that is still on disk.
+    """
+    path = Path(path)
+    pattern = re.compile(re.escape(path.name) + r"\.([1-9][0-9]*)\Z")
+    rotated: list[tuple[int, Path]] = []
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        names = []
+    for name in names:
+        m = pattern.match(name)
+        if m:
+            rotated.append((int(m.group(1)), path.parent / name))
+    files = [p for _, p in sorted(rotated, reverse=True)]
+    if path.exists():
+        files.append(path)
+    return files
+
+
 def read_journal(path: Path) -> Iterator[dict[str, Any]]:
     """Yield the events recorded in a journal, oldest first.
 
@@ -175,3 +252,90 @@ def read_journal(path: Path) -> Iterator[dict[str, Any]]:
                     log.debug("journal torn last line skipped path=%s line=%d", path, lineno)
                 continue
             yield obj
+
+
+@dataclass
+class ReplayResult:
+    """What `replay` found. `found` is False when `run_id` is in none of the files (rotated
+    away, or never journaled); `events` is then empty and `oldest` says where the record begins."""
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+    complete: bool = True
+    found: bool = True
+    oldest: dict[str, Any] | None = None
+
+
+def _run_marker(run_id: str) -> bytes:
+    # how Journal.append (compact separators) writes the field; used only as a fast prefilter,
+    # every candidate line is still parsed and compared
+    return b'"run_id":' + json.dumps(run_id, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _lines_from(path: Path, start_marker: bytes | None) -> Iterator[dict[str, Any]]:
+    """Parsed complete lines of one file, from the first line containing `start_marker` (all
+    lines when None). A last line without its newline is being written right now: not yet an event."""
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError:
+        return  # rotated away between listing and opening
+    with fh:
+        offset = 0
+        if start_marker is not None:
+            size = os.fstat(fh.fileno()).st_size
+            if size == 0:
+                return
+            with mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                hit = mm.find(start_marker)
+                if hit < 0:
+                    return
+                offset = mm.rfind(b"\n", 0, hit) + 1
+        fh.seek(offset)
+        for raw in fh:
+            if not raw.endswith(b"\n"):
+                return
+            try:
+                obj = json.loads(raw)
+            except (UnicodeDecodeError, ValueError, RecursionError):
+                continue  # a torn fragment from a crash: read_journal explains those
+            if isinstance(obj, dict):
+                yield obj
+
+
+def replay(path: Path, run_id: str, after_seq: int, limit: int) -> ReplayResult:
+    """Journaled events after (`run_id`, `after_seq`): the rest of that run, then every later
+    run, in journal order (oldest rotated file first), at most `limit` of them.
+
+    `complete` is False when more events follow (ask again from the last one returned).
+    Reads files while the publisher may append: a line is complete once its newline is there.
+    """
+    files = journal_files(Path(path))
+    result = ReplayResult()
+    marker = _run_marker(run_id)
+    started = False
+    for file in files:
+        for event in _lines_from(file, None if started else marker):
+            if not started:
+                if event.get("run_id") != run_id:
+                    continue  # the prefilter matched something else on this line
+                started = True
+            if event.get("run_id") == run_id and not _seq_after(event.get("seq"), after_seq):
+                continue
+            if len(result.events) >= limit:
+                result.complete = False
+                return result
+            result.events.append(event)
+    if not started:
+        result.found = False
+        result.oldest = _first_event_position(files)
+    return result
+
+
+def _seq_after(seq: Any, after: int) -> bool:
+    return isinstance(seq, int) and not isinstance(seq, bool) and seq > after
+
+
+def _first_event_position(files: list[Path]) -> dict[str, Any] | None:
+    for file in files:
+        for event in _lines_from(file, None):
+            return {"run_id": event.get("run_id"), "seq": event.get("seq")}
+    return None

@@ -43,6 +43,8 @@ Extras (not in the contract, so they may change with a changelog note):
   ``stopped`` = published after shutdown began. A failed journal write does not drop the
   event (it is still published): see ``ad_detector_journal_errors_total``.
 - ``ad_detector_journal_errors_total``: failed journal writes (disk full, permissions).
+- ``ad_detector_journal_ok``: 0 while the journal fails (from the first failed append to the
+  next successful one), else 1; ``/healthz`` then answers 200 with ``"status": "degraded"``.
 - ``ad_detector_provider_fallbacks_total{model}``: an execution provider that was requested
   but not used for that model (e.g. CUDA asked for, CPU running): a silent slowdown otherwise.
 - ``ad_detector_healthy``: 1 when the daemon's health check passes, 0 when not. The
@@ -166,6 +168,9 @@ class Metrics:
             ["reason"], registry=r)
         self.journal_errors = Counter(
             "ad_detector_journal_errors", "Failed appends to the event journal.", registry=r)
+        self.journal_ok = Gauge(
+            "ad_detector_journal_ok", "1 while the event journal accepts appends, 0 from a failed append "
+            "until one succeeds (events are still published, but not replayable).", registry=r)
         self.provider_fallbacks = Counter(
             "ad_detector_provider_fallbacks", "Requested execution providers not in use, by model.",
             ["model"], registry=r)
@@ -208,6 +213,7 @@ class Metrics:
             self.auth_failures.labels(reason=reason)
         for reason in EVENT_DROP_REASONS:
             self.events_dropped.labels(reason=reason)
+        self.journal_ok.set(1)
 
     def set_model_info(self, classes: Sequence[str], backbone_sha256: str, sequence_sha256: str,
                        providers: Sequence[str], precision: str) -> None:

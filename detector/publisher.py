@@ -33,6 +33,13 @@ built this way:
   and a reply to a client that went away is simply dropped.
 - Heartbeats (one per channel every `heartbeat_seconds`) carry `seq` like every event but are
   not journaled: they are liveness, not history.
+- The snapshot endpoint also answers REPLAY requests (`detector.replay`): journaled events
+  after a (run_id, seq), read back from the journal files, so a subscriber that lost events
+  gets them back. Served on this thread (it owns the socket), with a bounded page per reply;
+  the journal lookup jumps to the run with a byte search, so a request costs milliseconds.
+- A failing journal is one episode, not one log line per event: an ERROR when it starts,
+  an INFO with the number of unjournaled events when the journal accepts an event again.
+  `journal_status()` feeds /healthz ("degraded") and `on_journal_state` the metrics.
 """
 
 from __future__ import annotations
@@ -51,9 +58,10 @@ from typing import Any
 
 import zmq
 
-from detector import events
+from detector import events, replay
 from detector.errors import RuntimeFailure, UsageError
-from detector.journal import Journal, JournalError
+from detector.journal import DEFAULT_KEEP, DEFAULT_MAX_BYTES, Journal, JournalError
+from detector.journal import replay as journal_replay
 from detector.security import CurveServer
 
 log = logging.getLogger(__name__)
@@ -63,6 +71,7 @@ MAX_REQUEST_BYTES = 64 * 1024  # snapshot requests and subscriptions are tiny; r
 BATCH = 1000                 # queue items per loop turn, so snapshots and heartbeats never starve
 LOG_EVERY_SECONDS = 10.0     # rate limit for repeated warnings (drops, journal errors)
 START_TIMEOUT_SECONDS = 10.0
+MAX_UNJOURNALED_RANGES = 100   # seq ranges remembered per run for replay replies
 
 _STOP = object()
 
@@ -100,6 +109,7 @@ class Publisher:
       uncounted, the following ones until it catches up; see the module docstring),
       "stopped" (publish() after stop()), "error" (unexpected send failure).
     - on_journal_error(exc): the journal append failed (a JournalError); the event was still sent.
+    - on_journal_state(ok): the journal started failing (False) or accepts events again (True).
     - heartbeat_source(): channel -> {state, p_ad, stream_up, fps_in, fps_analyzed}, called on
       the publisher thread once per heartbeat round; missing keys or channels fall back to
       what the published events say.
@@ -110,7 +120,9 @@ class Publisher:
                  on_drop: Callable[[str], None] | None = None,
                  on_journal_error: Callable[[Exception], None] | None = None,
                  heartbeat_source: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None, curve: CurveServer | None = None,
-                 context: zmq.Context[Any] | None = None, journal_fsync: bool = True) -> None:
+                 context: zmq.Context[Any] | None = None, journal_fsync: bool = True,
+                 journal_max_bytes: int | None = DEFAULT_MAX_BYTES, journal_keep: int = DEFAULT_KEEP,
+                 on_journal_state: Callable[[bool], None] | None = None) -> None:
         if not heartbeat_seconds > 0:
             raise ValueError(f"heartbeat_seconds must be > 0, got {heartbeat_seconds!r}")
         if send_hwm < 1:
@@ -122,10 +134,12 @@ class Publisher:
         self.heartbeat_seconds = float(heartbeat_seconds)
         self.run_id = run_id
         self.send_hwm = int(send_hwm)
-        self._journal = Journal(Path(journal_path), fsync=journal_fsync) if journal_path is not None else None
+        self._journal = (Journal(Path(journal_path), fsync=journal_fsync, max_bytes=journal_max_bytes, keep=journal_keep)
+                         if journal_path is not None else None)
         self._on_sent = on_sent
         self._on_drop = on_drop
         self._on_journal_error = on_journal_error
+        self._on_journal_state = on_journal_state
         self._heartbeat_source = heartbeat_source
         self._given_context = context
         self._curve = curve  # CURVE + client authentication for both sockets (detector/security.py)
@@ -148,8 +162,12 @@ class Publisher:
         self._wake_w.setblocking(False)
         self._wake_pending = False
         self._drop_log = _RateLimitedLog()
-        self._journal_log = _RateLimitedLog()
+        # journal episode state; written on the publisher thread, read by journal_status()
         self._journal_failing = False
+        self._journal_error: str | None = None
+        self._journal_since: float | None = None
+        self._journal_missed = 0
+        self._unjournaled: list[list[int]] = []   # [first_seq, last_seq] of this run, for replay replies
 
     # -- public API (any thread) ------------------------------------------------------------
 
@@ -219,6 +237,20 @@ class Publisher:
     def alive(self) -> bool:
         """True while the thread runs normally (for the daemon's supervision and /healthz)."""
         return self._thread is not None and self._thread.is_alive() and not self._failed
+
+    @property
+    def journal_ok(self) -> bool:
+        """False from a failed journal append until an append succeeds again (or no journal)."""
+        return not self._journal_failing
+
+    def journal_status(self) -> dict[str, Any]:
+        """For /healthz: {"ok", "path", "error", "since", "unjournaled"} (thread-safe enough:
+        plain attribute reads of values the publisher thread replaces whole)."""
+        since = self._journal_since
+        return {"ok": not self._journal_failing, "path": str(self._journal.path) if self._journal else None,
+                "error": self._journal_error if self._journal_failing else None,
+                "since": events.rfc3339(since) if since is not None and self._journal_failing else None,
+                "unjournaled": self._journal_missed if self._journal_failing else 0}
 
     def snapshot(self) -> dict[str, Any]:
         """Current state for late joiners: {"seq", "run_id", "channels": {name: {...}}}.
@@ -319,7 +351,7 @@ class Publisher:
                 try:
                     self._journal.open()
                 except JournalError as exc:
-                    log.error("journal not writable yet, events will still be published error=%s", exc)
+                    self._journal_failed(exc, None)
             self._loop(pub, rep)
         except Exception:
             self._failed = True
@@ -414,16 +446,40 @@ class Publisher:
         try:
             self._journal.append(event)
         except JournalError as exc:
-            self._journal_failing = True
-            count = self._journal_log.hit()
-            if count is not None:
-                log.error("journal append failed, event published anyway error=%s failures=%d seq=%d", exc, count,
-                          event["seq"])
+            self._journal_failed(exc, event["seq"])
             self._call(self._on_journal_error, exc)
             return
         if self._journal_failing:
+            log.info("journal writable again, journaling resumed path=%s seq=%d unjournaled=%d "
+                     "(those events were published but cannot be replayed)", self._journal.path, event["seq"],
+                     self._journal_missed)
             self._journal_failing = False
-            log.info("journal writable again path=%s seq=%d", self._journal.path, event["seq"])
+            self._journal_error = None
+            self._journal_missed = 0
+            self._call(self._on_journal_state, True)
+
+    def _journal_failed(self, exc: JournalError, seq: int | None) -> None:
+        """Record one failure; log and report only the first of an episode."""
+        if seq is not None:
+            self._journal_missed += 1
+            # one range per episode (heartbeats in between are never journaled anyway); once the
+            # list is full the last range widens, so the reply stays bounded but never understates
+            if (self._journal_failing and self._unjournaled and self._journal_missed > 1) or \
+                    len(self._unjournaled) >= MAX_UNJOURNALED_RANGES:
+                self._unjournaled[-1][1] = seq
+            else:
+                self._unjournaled.append([seq, seq])
+        if self._journal_failing:
+            self._journal_error = str(exc)
+            log.debug("journal append failed again error=%s seq=%s", exc, seq)
+            return
+        self._journal_failing = True
+        self._journal_error = str(exc)
+        self._journal_since = time.time()
+        log.error("journal failing, events are still published but NOT journaled and cannot be replayed "
+                  "until it recovers error=%s seq=%s; free space or fix the file system, journaling resumes by itself",
+                  _kv(str(exc)), seq if seq is not None else "-")
+        self._call(self._on_journal_state, False)
 
     def _send(self, pub: zmq.Socket[Any], event: dict[str, Any]) -> bool:
         """Send without ever blocking; count a drop when some subscriber's queue is full."""
@@ -471,7 +527,8 @@ class Publisher:
         # segment.end alone changes nothing: the next segment.start follows it
 
     def _answer_snapshots(self, rep: zmq.Socket[Any]) -> None:
-        """Answer every pending request with the snapshot, whatever the request said."""
+        """Answer every pending request: a replay request (`detector.replay`) with events from
+        the journal, anything else with the snapshot, whatever it said."""
         for _ in range(BATCH):
             try:
                 request = rep.recv_multipart(zmq.NOBLOCK)
@@ -483,15 +540,49 @@ class Publisher:
                 if request[i] == b"":
                     envelope = request[: i + 1]
                     break
-            snap = self.snapshot()
-            reply = json.dumps({"schema": events.SCHEMA, **snap}, ensure_ascii=False, separators=(",", ":"),
-                               allow_nan=False).encode("utf-8")
+            try:
+                body = self._replay_reply(request[len(envelope):])
+            except Exception:  # a bug, not the client's fault: log it, answer, keep serving
+                log.exception("replay request failed")
+                body = replay.error_reply("internal error serving the replay; see the daemon's log")
+            if body is None:
+                snap = self.snapshot()
+                body = {"schema": events.SCHEMA, **snap}
+                what = f"snapshot seq={snap['seq']} channels={len(snap['channels'])}"
+            else:
+                what = f"replay type={body['type']} events={len(body.get('events', ()))}"
+            reply = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
             try:
                 rep.send_multipart([*envelope, reply], flags=zmq.NOBLOCK)
             except zmq.ZMQError as exc:
                 log.debug("snapshot reply not sent error=%s", exc)
                 continue
-            log.debug("snapshot served seq=%d channels=%d", snap["seq"], len(snap["channels"]))
+            log.debug("served %s", what)
+
+    def _replay_reply(self, body: list[bytes]) -> dict[str, Any] | None:
+        """The reply to a replay request, or None when `body` asks for the snapshot."""
+        try:
+            request = replay.parse_request(body)
+        except replay.RequestError as exc:
+            log.info("replay request refused error=%s", _kv(str(exc)))
+            return replay.error_reply(str(exc))
+        if request is None:
+            return None
+        if self._journal is None:
+            return replay.error_reply("this publisher keeps no journal (events.journal is off): nothing to replay")
+        found = journal_replay(self._journal.path, request.run_id, request.after_seq, request.limit)
+        if not found.found and request.run_id == self.run_id:
+            found.found, found.oldest = True, None  # our own run, nothing journaled yet: known, just empty
+        last = found.events[-1] if found.events else None
+        nxt = {"run_id": last["run_id"], "after_seq": last["seq"]} if last is not None and not found.complete else None
+        log.info("replay served run_id=%s after_seq=%d found=%s events=%d complete=%s", _kv(request.run_id),
+                 request.after_seq, "yes" if found.found else "no", len(found.events), "yes" if found.complete else "no")
+        with self._state_lock:
+            seq = self._seq
+        return {"schema": events.SCHEMA, "type": "replay", "run_id": self.run_id, "seq": seq,
+                "request": request.as_json(), "found": found.found, "events": found.events,
+                "complete": found.complete, "next": nxt, "oldest": found.oldest,
+                "unjournaled": [list(r) for r in self._unjournaled]}
 
     def _send_heartbeats(self, pub: zmq.Socket[Any]) -> None:
         live: Mapping[str, Mapping[str, Any]] = {}

@@ -11,7 +11,21 @@ The late-joiner handshake is the ZeroMQ guide's Clone pattern:
 3. print the snapshot, then drop queued updates already contained in it (same run_id and
    seq <= the snapshot's seq).
 Sequence numbers then reveal what the network lost: a jump in seq (only meaningful when
-subscribed to every topic) or a new run_id (the daemon restarted) gets a warning.
+subscribed to every topic) or a new run_id (the daemon restarted).
+
+With a snapshot endpoint, a loss is repaired instead of only warned about: the subscriber
+sends a REPLAY request (`detector.replay`) for the events after the last one it printed,
+prints the journaled ones it missed (the rest of the old run, then the new run's), and
+drops the live events the replay already contained, so the output has every segment and
+stream event once, in order. Heartbeats are not journaled, so a lost heartbeat stays lost
+(silently: it is liveness, not history). What cannot be repaired is still warned about:
+events published while the daemon's journal was failing, and runs rotated out of the journal.
+
+`--resume FILE` extends this to the subscriber's own restarts: the position (run_id, seq)
+of the last printed line is kept in FILE (rewritten atomically after each line), and a
+restarted subscriber replays from there instead of printing a snapshot. The one window left:
+killed between printing a line and saving its position, that line is printed again on restart
+(a consumer that must never see one twice can drop repeated (run_id, seq) pairs).
 """
 
 from __future__ import annotations
@@ -26,7 +40,7 @@ from typing import Any, TextIO
 
 import zmq
 
-from detector import events
+from detector import events, replay
 from detector.errors import RuntimeFailure, UsageError
 from detector.security import CurveClient
 
@@ -35,6 +49,7 @@ SNAPSHOT_ATTEMPT_SECONDS = 2.0   # one REQ try; then a fresh socket
 POLL_SLICE_MS = 200              # keeps Ctrl-C and --timeout responsive
 WARN_BURST = 10                  # per kind of warning and window
 WARN_WINDOW_SECONDS = 10.0
+REPLAY_SECONDS = 10.0            # total budget of one replay exchange before giving up on it
 
 
 class _Warnings:
@@ -69,36 +84,208 @@ class _Warnings:
         self.err.flush()
 
 
-class _SeqTracker:
-    """Decides which events to print and what deserves a warning."""
+class ReplayUnavailable(Exception):
+    """The replay could not be had (no answer, an old publisher, a refused request)."""
 
-    def __init__(self, warn: Callable[[str, str], None], check_gaps: bool, snapshot: dict[str, Any] | None) -> None:
+
+Replayer = Callable[[str, int], dict[str, Any]]
+
+
+class _CountReached(Exception):
+    """--count events printed: stop, even in the middle of a replay."""
+
+
+class _ResumeFile:
+    """The position of the last printed line, for `--resume`: {"run_id", "seq"} in a small
+    JSON file, replaced atomically (write a temporary file, rename) so a kill leaves the old
+    position or the new one, never half of one."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._tmp = f"{path}.tmp"
+
+    def load(self) -> tuple[str, int] | None:
+        try:
+            with open(self.path, "rb") as fh:
+                raw = fh.read(4096)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise UsageError(f"--resume {self.path}: cannot read it ({exc.strerror or exc})") from None
+        try:
+            obj = json.loads(raw.decode("utf-8"))
+            run_id, seq = obj["run_id"], obj["seq"]
+            if not isinstance(run_id, str) or not run_id or not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+                raise ValueError
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError):
+            raise UsageError(f"--resume {self.path}: not a position written by {PROG}; delete it to start "
+                             "from the current state") from None
+        return run_id, seq
+
+    def save(self, run_id: str, seq: int) -> None:
+        data = json.dumps({"run_id": run_id, "seq": seq}, ensure_ascii=False).encode("utf-8")
+        try:
+            with open(self._tmp, "wb") as fh:
+                fh.write(data)
+            os.replace(self._tmp, self.path)
+        except OSError as exc:
+            raise RuntimeFailure(f"--resume {self.path}: cannot save the position ({exc.strerror or exc})") from None
+
+
+class _Stream:
+    """Decides which events to print, repairs losses by replay, warns about what it cannot repair.
+
+    `pos` is the (run_id, seq) of the last event printed (or the snapshot's), `done_runs` the
+    runs already passed (their late stragglers are duplicates), `quiet` the position up to
+    which events are known from a snapshot or a replay and are dropped without a warning.
+    """
+
+    def __init__(self, out: TextIO, warn: Callable[[str, str], None], check_gaps: bool, topics: list[str],
+                 replayer: Replayer | None, resume: _ResumeFile | None, count: int | None) -> None:
+        self.out = out
         self.warn = warn
         self.check_gaps = check_gaps
-        self.snapshot_run = snapshot["run_id"] if snapshot else None
-        self.snapshot_seq = snapshot["seq"] if snapshot else 0
-        self.run_id: str | None = self.snapshot_run
-        self.last = self.snapshot_seq
+        self.topics = topics
+        self.replayer = replayer
+        self.resume = resume
+        self.count = count
+        self.printed = 0
+        self.pos: tuple[str, int] | None = None
+        self.quiet: tuple[str, int] | None = None
+        self.done_runs: set[str] = set()
+        self._warned_unjournaled: set[tuple[str, int, int]] = set()
 
-    def accept(self, event: dict[str, Any]) -> bool:
+    # -- positions ---------------------------------------------------------------------------
+
+    def start_at(self, run_id: str, seq: int) -> None:
+        """Known state up to here (a snapshot or a saved position): later events only."""
+        self.pos = self.quiet = (run_id, seq)
+        if self.resume is not None:
+            self.resume.save(run_id, seq)
+
+    def _advance(self, event: dict[str, Any]) -> None:
         run_id, seq = event["run_id"], event["seq"]
-        if run_id == self.snapshot_run and seq <= self.snapshot_seq:
-            return False  # already contained in the snapshot
-        if self.run_id is None:
-            self.run_id, self.last = run_id, seq
-            return True
-        if run_id != self.run_id:
-            self.warn("run", f"publisher restarted (run_id {self.run_id} -> {run_id}); events in between may be lost")
-            self.run_id, self.last = run_id, seq
-            return True
-        if seq <= self.last:
-            self.warn("order", f"duplicate or out-of-order event dropped: seq {seq} after {self.last}")
-            return False
-        if self.check_gaps and seq > self.last + 1:
-            missed = seq - self.last - 1
-            self.warn("gap", f"gap in seq: expected {self.last + 1}, got {seq} ({missed} event{'s' if missed != 1 else ''} missed)")
-        self.last = seq
-        return True
+        if self.pos is not None and self.pos[0] != run_id:
+            self.done_runs.add(self.pos[0])
+        self.pos = (run_id, seq)
+
+    def _deliver(self, event: dict[str, Any]) -> None:
+        self._advance(event)
+        _write_line(self.out, event)
+        if self.resume is not None:
+            self.resume.save(event["run_id"], event["seq"])
+        self.printed += 1
+        if self.count is not None and self.printed >= self.count:
+            raise _CountReached
+
+    def _known(self, run_id: str, seq: int) -> bool:
+        return self.quiet is not None and self.quiet[0] == run_id and seq <= self.quiet[1]
+
+    # -- live events -------------------------------------------------------------------------
+
+    def handle(self, event: dict[str, Any]) -> None:
+        """One event from the SUB socket. Raises _CountReached when --count is reached."""
+        run_id, seq = event["run_id"], event["seq"]
+        if self.pos is None:
+            self._deliver(event)
+            return
+        if run_id in self.done_runs:
+            return  # a straggler of a run we have already replayed past
+        if run_id == self.pos[0]:
+            last = self.pos[1]
+            if seq <= last:
+                if not self._known(run_id, seq):
+                    self.warn("order", f"duplicate or out-of-order event dropped: seq {seq} after {last}")
+                return
+            if seq == last + 1 or not self.check_gaps:
+                self._deliver(event)
+                return
+            if self.replayer is not None and self.replay(reason="gap"):
+                if self._covered(run_id, seq):
+                    return
+                self._deliver(event)  # what is still missing were heartbeats (never journaled)
+                return
+            missed = seq - last - 1
+            self.warn("gap", f"gap in seq: expected {last + 1}, got {seq} ({missed} event{'s' if missed != 1 else ''} missed)")
+            self._deliver(event)
+            return
+        # a run we have not seen: the publisher restarted
+        old = self.pos[0]
+        if self.replayer is not None and self.replay(reason="restart"):
+            if self._covered(run_id, seq) or run_id in self.done_runs:
+                return
+            self.warn("run", f"publisher restarted (run_id {old} -> {run_id}); the replay did not reach the new run, "
+                             "events in between may be lost")
+        else:
+            self.warn("run", f"publisher restarted (run_id {old} -> {run_id}); events in between may be lost")
+        self._deliver(event)
+
+    def _covered(self, run_id: str, seq: int) -> bool:
+        return self.pos is not None and self.pos[0] == run_id and seq <= self.pos[1]
+
+    # -- replay ------------------------------------------------------------------------------
+
+    def replay(self, reason: str) -> bool:
+        """Print the journaled events after `pos` (all pages). False when no replay could be had
+        (warned; the caller falls back to warning about the loss)."""
+        assert self.pos is not None and self.replayer is not None
+        run_id, after = self.pos
+        pages = 0
+        while True:
+            try:
+                reply = self.replayer(run_id, after)
+            except ReplayUnavailable as exc:
+                self.warn("replay", f"cannot replay missed events ({reason}): {exc}")
+                return False
+            pages += 1
+            if not reply["found"]:
+                oldest = reply.get("oldest")
+                if not isinstance(oldest, dict) or not isinstance(oldest.get("run_id"), str) \
+                        or not isinstance(oldest.get("seq"), int):
+                    self.warn("replay", f"run {run_id} is not in the publisher's journal and the journal is empty; "
+                                        "events after seq {after} are lost")
+                    return True
+                self.warn("replay", f"run {run_id} is no longer in the publisher's journal (rotated away?); "
+                                    f"replaying from the oldest journaled event (run {oldest['run_id']} seq "
+                                    f"{oldest['seq']}); events in between are lost")
+                self.done_runs.add(run_id)
+                run_id, after = oldest["run_id"], oldest["seq"] - 1
+                self.pos = (run_id, after)
+                continue
+            for ev in reply["events"]:
+                if self.pos is not None and ev["run_id"] == self.pos[0] and ev["seq"] <= self.pos[1]:
+                    continue
+                if ev["run_id"] in self.done_runs:
+                    continue
+                if self._wanted(ev):
+                    self._deliver(ev)
+                else:
+                    self._advance(ev)
+            self._warn_unjournaled(reply)
+            self.quiet = self.pos
+            nxt = reply.get("next")
+            if reply["complete"] or not isinstance(nxt, dict):
+                return True
+            run_id, after = nxt["run_id"], nxt["after_seq"]
+
+    def _wanted(self, event: dict[str, Any]) -> bool:
+        name = events.topic(event["type"], event["channel"])
+        return any(name.startswith(prefix) for prefix in self.topics)
+
+    def _warn_unjournaled(self, reply: dict[str, Any]) -> None:
+        ranges = reply.get("unjournaled")
+        run = reply.get("run_id")
+        if not isinstance(ranges, list) or not isinstance(run, str):
+            return
+        for r in ranges:
+            if not (isinstance(r, list) and len(r) == 2 and all(isinstance(x, int) for x in r)):
+                continue
+            key = (run, r[0], r[1])
+            if key in self._warned_unjournaled:
+                continue
+            self._warned_unjournaled.add(key)
+            self.warn("unjournaled", f"events seq {r[0]}..{r[1]} of run {run} were published while the publisher's "
+                                     "journal was failing and cannot be replayed; any of them missed is lost")
 
 
 def _write_line(out: TextIO, obj: dict[str, Any]) -> None:
@@ -212,6 +399,38 @@ def _request_snapshot(ctx: zmq.Context[Any], endpoint: str, deadline: float | No
         return _parse_snapshot(reply, endpoint)
 
 
+def _make_replayer(ctx: zmq.Context[Any], endpoint: str, curve: CurveClient | None = None) -> Replayer:
+    """A function asking `endpoint` for one replay page (Lazy Pirate, REPLAY_SECONDS in all)."""
+
+    def ask(run_id: str, after_seq: int) -> dict[str, Any]:
+        payload = replay.encode_request(replay.ReplayRequest(run_id=run_id, after_seq=after_seq,
+                                                             limit=replay.DEFAULT_LIMIT))
+        deadline = time.monotonic() + REPLAY_SECONDS
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ReplayUnavailable(f"no replay reply from {endpoint} within {REPLAY_SECONDS:g} s")
+            req = ctx.socket(zmq.REQ)
+            req.setsockopt(zmq.LINGER, 0)
+            req.setsockopt(zmq.RCVTIMEO, max(1, int(min(SNAPSHOT_ATTEMPT_SECONDS, left) * 1000)))
+            if curve is not None:
+                curve.secure(req)
+            try:
+                _connect(req, endpoint, "--snapshot-endpoint")
+                req.send(payload)
+                frames = req.recv_multipart()
+            except zmq.Again:
+                continue
+            finally:
+                req.close(linger=0)
+            try:
+                return replay.parse_reply(frames)
+            except ValueError as exc:
+                raise ReplayUnavailable(f"{endpoint}: {exc}") from None
+
+    return ask
+
+
 def _run(ctx: zmq.Context[Any], args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     warnings = _Warnings(err)
     topics: list[str] = args.topic or [""]
@@ -230,26 +449,35 @@ def _run(ctx: zmq.Context[Any], args: argparse.Namespace, out: TextIO, err: Text
     monitor = _watch_handshake(sub, args.endpoint) if args.snapshot_endpoint or curve is not None else None
     _connect(sub, args.endpoint, "--endpoint")
 
-    snapshot = None
-    if monitor is not None:
-        _wait_connected(sub, monitor, args.endpoint, deadline, warnings)
-    if args.snapshot_endpoint:
-        snapshot = _request_snapshot(ctx, args.snapshot_endpoint, deadline, warnings, curve)
-        _write_line(out, {"type": "snapshot", **{k: v for k, v in snapshot.items() if k != "type"}})
-    tracker = _SeqTracker(warnings.warn, check_gaps=topics == [""], snapshot=snapshot)
-
-    if count == 0:
-        return 0  # `--snapshot-endpoint S --count 0`: print the current state and exit
+    resume = _ResumeFile(args.resume) if getattr(args, "resume", None) else None
+    position = resume.load() if resume is not None else None
+    replayer = _make_replayer(ctx, args.snapshot_endpoint, curve) if args.snapshot_endpoint else None
+    stream = _Stream(out, warnings.warn, check_gaps=topics == [""], topics=topics, replayer=replayer, resume=resume,
+                     count=count or None)
     try:
-        return _receive(sub, args.endpoint, tracker, warnings, out, count, timeout)
+        if monitor is not None:
+            _wait_connected(sub, monitor, args.endpoint, deadline, warnings)
+        if args.snapshot_endpoint:
+            if position is not None:
+                # a restarted subscriber: everything after its last printed line, no snapshot
+                stream.start_at(*position)
+                stream.replay(reason="resume")
+            else:
+                snapshot = _request_snapshot(ctx, args.snapshot_endpoint, deadline, warnings, curve)
+                _write_line(out, {"type": "snapshot", **{k: v for k, v in snapshot.items() if k != "type"}})
+                stream.start_at(snapshot["run_id"], snapshot["seq"])
+        if count == 0:
+            return 0  # `--snapshot-endpoint S --count 0`: print the current state and exit
+        return _receive(sub, args.endpoint, stream, warnings, timeout)
+    except _CountReached:
+        return 0
     finally:
         warnings.flush()
 
 
-def _receive(sub: zmq.Socket[Any], endpoint: str, tracker: _SeqTracker, warnings: _Warnings, out: TextIO,
-             count: int | None, timeout: float | None) -> int:
-    """Print events until --count is reached; raise RuntimeFailure after --timeout of silence."""
-    printed = 0
+def _receive(sub: zmq.Socket[Any], endpoint: str, stream: _Stream, warnings: _Warnings,
+             timeout: float | None) -> int:
+    """Print events until --count is reached (_CountReached); RuntimeFailure after --timeout of silence."""
     last_arrival = time.monotonic()
     while True:
         slice_ms = POLL_SLICE_MS
@@ -267,12 +495,7 @@ def _receive(sub: zmq.Socket[Any], endpoint: str, tracker: _SeqTracker, warnings
         except events.EventError as exc:
             warnings.warn("undecodable", f"undecodable message skipped: {exc}")
             continue
-        if not tracker.accept(event):
-            continue
-        _write_line(out, event)
-        printed += 1
-        if count is not None and printed >= count:
-            return 0
+        stream.handle(event)
 
 
 def subscribe_command(args: argparse.Namespace) -> int:
@@ -281,6 +504,8 @@ def subscribe_command(args: argparse.Namespace) -> int:
         raise UsageError(f"--timeout must be > 0 seconds, got {args.timeout:g}")
     if args.count is not None and args.count < 0:
         raise UsageError(f"--count must be >= 0, got {args.count}")
+    if getattr(args, "resume", None) and not args.snapshot_endpoint:
+        raise UsageError("--resume needs --snapshot-endpoint (the replay is served there)")
     ctx = zmq.Context()
     try:
         return _run(ctx, args, sys.stdout, sys.stderr)

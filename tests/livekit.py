@@ -184,3 +184,102 @@ def snapshot(endpoint: str, timeout_ms: int = 3000) -> dict:
         return json.loads(s.recv())
     finally:
         s.close(0)
+
+
+class Subscriber:
+    """`ad-detector subscribe ARGS` running in the background, its stdout collected line by line."""
+
+    def __init__(self, *args: object) -> None:
+        e = dict(os.environ)
+        e["PYTHONPATH"] = str(REPO) + os.pathsep + e.get("PYTHONPATH", "")
+        self.proc = subprocess.Popen([sys.executable, "-m", "detector", "subscribe", *map(str, args)],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=e)
+        self.lines: list[dict] = []
+        self.err = ""
+        self._threads = [threading.Thread(target=self._read, daemon=True),
+                         threading.Thread(target=self._read_err, daemon=True)]
+        for t in self._threads:
+            t.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(json.loads(line))
+
+    def _read_err(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.err += line
+
+    def events(self) -> list[dict]:
+        """Printed events without the snapshot line and heartbeats (what the journal holds)."""
+        return [e for e in list(self.lines) if e.get("type") not in ("snapshot", "heartbeat")]
+
+    def wait_for(self, predicate, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate(self):
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise AssertionError(f"subscriber output never matched; lines={self.lines[-20:]} stderr={self.err!r} "
+                                     f"exit={self.proc.poll()}")
+            time.sleep(0.02)
+
+    def _join(self) -> None:
+        for t in self._threads:
+            t.join(5)
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to clean up, as in a crash or an OOM kill."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+        self._join()
+
+    def stop(self) -> tuple[int, str]:
+        """Ctrl-C; returns (exit code, stderr)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        rc = self.proc.wait(10)
+        self._join()
+        return rc, self.err
+
+
+def mount_small_tmpfs(directory: Path, size: str = "64k") -> str | None:
+    """Mount a tmpfs of `size` on `directory` (root only): a disk that really fills up and really
+    goes read-only. Returns None when mounted, else why not (for pytest.skip)."""
+    import shutil
+
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        return "needs root and mount(8) to mount a small tmpfs as the journal's disk"
+    directory.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(directory)], capture_output=True,
+                          text=True, timeout=30)
+    return None if proc.returncode == 0 else f"cannot mount a tmpfs here (no CAP_SYS_ADMIN?): {proc.stderr.strip()}"
+
+
+def remount(directory: Path, options: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,{options}", str(directory)], check=True, capture_output=True, text=True,
+                   timeout=30)
+
+
+def unmount(directory: Path) -> None:
+    subprocess.run(["umount", "-l", str(directory)], capture_output=True, timeout=30)
+
+
+def fill(directory: Path) -> Path:
+    """Fill the file system completely; return the filler file (delete it to free the space)."""
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        for size in (4096, 1):  # blocks, then the last bytes
+            try:
+                while os.write(fd, b"\0" * size):
+                    pass
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
+    try:
+        (directory / "probe").write_bytes(b"x" * 4096)
+    except OSError:
+        return filler
+    raise AssertionError(f"{directory} is not full after filling it")

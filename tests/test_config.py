@@ -484,3 +484,28 @@ def test_fuzz_one_bad_value_in_a_valid_config(section, data, value):
         paths = {p for p, _, _ in info.value.errors}
         # the error is at the mutated key (or, for a cross-key rule, at its partner in the same section)
         assert paths and all(p.startswith(f"{section}.") or (section == "events" and p == "metrics.bind") for p in paths), paths
+
+
+# --------------------------------------------------------------------------- journal rotation keys
+
+def test_check_config_prints_the_journal_rotation_keys(tmp_path):
+    path = write(tmp_path, MINIMAL + "events:\n  journal_max_bytes: 1048576\n  journal_keep: 3\n")
+    proc = run_cli("check-config", "-c", path, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    resolved = yaml.safe_load(proc.stdout)["events"]
+    assert (resolved["journal_max_bytes"], resolved["journal_keep"]) == (1048576, 3)
+    defaults = load_config(write(tmp_path, MINIMAL, "defaults.yaml")).events
+    assert (defaults.journal_max_bytes, defaults.journal_keep) == (64 * 1024 * 1024, 5)
+
+
+@pytest.mark.parametrize("key, value, needle", [
+    ("journal_max_bytes", "100", "greater than or equal to 1024"),
+    ("journal_max_bytes", "'64M'", "valid integer"),
+    ("journal_keep", "0", "greater than or equal to 1"),
+    ("journal_keep", "1.5", "valid integer"),
+])
+def test_bad_journal_rotation_values_name_their_key(key, value, needle):
+    errors = paths_of(MINIMAL + f"events:\n  {key}: {value}\n")
+    assert list(errors) == [f"events.{key}"]
+    line, message = errors[f"events.{key}"]
+    assert line == 6 and needle in message, message

@@ -325,3 +325,101 @@ def test_run_refuses_bad_config_with_exit_2(tmp_path, bundle_dir: Path, mutate, 
     proc = run_cli("run", "-c", cfg, timeout=120)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert needle in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_daemon_restart_and_subscriber_kill_lose_no_event_then_a_full_journal_disk_degrades(tmp_path, bundle_dir: Path,
+                                                                                           live_media: Path):
+    """The real daemon restarted, a `subscribe --resume` SIGKILLed in an ad break and restarted:
+    every journaled event printed once, in order. Then the journal's disk fills up: events still
+    arrive, /healthz says degraded (200), the metrics say so, and journaling resumes once space is freed."""
+    from detector.journal import read_journal
+    from livekit import Subscriber, fill, mount_small_tmpfs, unmount
+
+    disk = tmp_path / "disk"
+    why_not = mount_small_tmpfs(disk, "1m")
+    if why_not:
+        pytest.skip(why_not)
+    server = RtspServer(live_media)
+    server.start()
+    cfg = tmp_path / "config.yaml"
+    ep = write_config(cfg, bundle_dir, [{"name": "live", "source": server.url}],
+                      events={"journal": str(disk / "events.jsonl")})
+    journal = Path(ep["journal"])
+    resume = tmp_path / "position.json"
+    args = ("--endpoint", ep["events"], "--snapshot-endpoint", ep["snapshot"], "--resume", resume, "--timeout", 120)
+    daemon = Daemon(cfg)
+    subs: list[Subscriber] = []
+    listener = None
+    try:
+        assert daemon.wait_log("daemon ready", 120), daemon.log()[-3000:]
+        first = Subscriber(*args)
+        subs.append(first)
+        first.wait_for(lambda s: any(e["type"] == "segment.start" and e["is_ad"] for e in s.events()), 120)
+        first.kill()  # in the ad break
+        first_log = daemon.log()
+        assert daemon.stop(timeout=10) == 0, first_log[-3000:]
+        run_a = {e["run_id"] for e in first.events()}
+        daemon = Daemon(cfg)  # same config, same ports, same journal: a restart as systemd does it
+        assert daemon.wait_log("daemon ready", 120), daemon.log()[-3000:]
+
+        def journaled() -> list[dict]:
+            # read_journal skips a torn line (a short write on the full disk), as every reader must
+            return list(read_journal(journal)) if journal.exists() else []
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(e["run_id"] not in run_a for e in journaled()):
+            time.sleep(0.2)
+        second = Subscriber(*args)
+        subs.append(second)
+        # caught up: its last printed event is the journal's last
+        second.wait_for(lambda s: s.events() and (s.events()[-1]["run_id"], s.events()[-1]["seq"]) ==
+                        (journaled()[-1]["run_id"], journaled()[-1]["seq"]), 60)
+        rc, err = second.stop()
+        assert rc == 0 and "Traceback" not in err and "lost" not in err, err
+        printed = first.events() + second.events()
+        record = journaled()
+        assert len({e["run_id"] for e in record}) == 2
+        assert [(e["run_id"], e["seq"]) for e in printed] == [(e["run_id"], e["seq"]) for e in record[:len(printed)]]
+        assert printed == record[:len(printed)] and len(printed) >= len(record) - 1  # (one may have been published since)
+        assert any(e["type"] == "segment.end" and e["is_ad"] and e["run_id"] in run_a for e in second.events()), \
+            "the end of the break the first subscriber missed was not replayed"
+
+        # -- the journal's disk fills up
+        listener = Listener(ep["events"])
+        filler = fill(disk)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and metric(scrape(ep["metrics"]), "ad_detector_journal_errors_total") < 1:
+            time.sleep(0.5)
+        text = scrape(ep["metrics"])
+        assert metric(text, "ad_detector_journal_errors_total") >= 1, daemon.log()[-3000:]
+        assert metric(text, "ad_detector_journal_ok") == 0
+        with urllib.request.urlopen(ep["metrics"] + "/healthz", timeout=5) as r:
+            status, body = r.status, json.loads(r.read())
+        assert status == 200 and body["status"] == "degraded", body
+        assert body["journal"]["ok"] is False and "No space left" in body["journal"]["error"]
+        assert any(str(journal) in reason for reason in body["degraded"])
+        assert metric(text, "ad_detector_healthy") == 1
+        # the failed event reached the subscriber anyway
+        in_record = {(e["run_id"], e["seq"]) for e in journaled()}
+        sent = [e for _, _, e in listener.events if e["type"] != "heartbeat"]
+        assert any((e["run_id"], e["seq"]) not in in_record for e in sent), sent
+        assert daemon.log().count("journal failing") == 1
+        # space again: the next event is journaled
+        filler.unlink()
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and metric(scrape(ep["metrics"]), "ad_detector_journal_ok") != 1:
+            time.sleep(0.5)
+        assert metric(scrape(ep["metrics"]), "ad_detector_journal_ok") == 1, daemon.log()[-3000:]
+        with urllib.request.urlopen(ep["metrics"] + "/healthz", timeout=5) as r:
+            assert json.loads(r.read())["journal"]["ok"] is True
+        assert "journaling resumed" in daemon.log()
+        assert journaled()[-1]["seq"] > max(seq for run, seq in in_record if run not in run_a)
+        assert "Traceback" not in daemon.log()
+    finally:
+        for s in subs:
+            s.kill()
+        if listener is not None:
+            listener.close()
+        daemon.stop()
+        server.stop()
+        unmount(disk)

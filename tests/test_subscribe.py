@@ -1,6 +1,7 @@
 """`ad-detector subscribe` as a user runs it (a subprocess) against real ZeroMQ sockets.
 
-Against the real Publisher for the whole late-joiner handshake, and against hand-driven
+Against the real Publisher (and its journal) for the late-joiner handshake and for repairing
+losses by replay across kills and restarts, and against hand-driven
 XPUB/ROUTER sockets where a test needs exact control of what arrives when (gaps, restarts,
 garbage, events already contained in the snapshot).
 """
@@ -9,16 +10,20 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import zmq
 
 from detector import events
+from detector.journal import read_journal
 from detector.publisher import Publisher
 from conftest import CLI, cli_env
+from livekit import Subscriber
 
 ANY = "tcp://127.0.0.1:*"
 RUN = "run-a"
@@ -205,3 +210,178 @@ def test_bad_endpoint_is_a_usage_error():
     rc, lines, err = finish(subscribe("--endpoint", "not-an-endpoint", "--timeout", 1))
     assert rc == 2 and lines == []
     assert "--endpoint" in err and "Traceback" not in err
+
+
+# -- repairing losses by replay (real Publisher, real journal, the subscriber as a subprocess) -----
+
+def free_endpoint() -> str:
+    """A fixed endpoint (not `*`): a restarted publisher must bind where the subscriber reconnects."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+def start_publisher(run_id: str, ep: str, snap: str, journal: Path) -> Publisher:
+    pub = Publisher(ep, snap, 60.0, journal, run_id, ["demo"], journal_fsync=False)
+    deadline = time.monotonic() + 10
+    while True:  # the previous publisher's port may take a moment to be free again
+        try:
+            pub.start()
+            return pub
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            pub = Publisher(ep, snap, 60.0, journal, run_id, ["demo"], journal_fsync=False)
+            time.sleep(0.1)
+
+
+def ad_break(pub: Publisher, n: int) -> None:
+    """programme start/end, then an ad segment.start: the subscriber is 'in an ad break' after it."""
+    pub.publish("segment.start", "demo", **segment(n, "football"))
+    pub.publish("segment.end", "demo", duration=1.0, **segment(n, "football"))
+    pub.publish("segment.start", "demo", **segment(n + 1, "commercial"))
+
+
+def positions(evs: list[dict]) -> list[tuple[str, int]]:
+    return [(e["run_id"], e["seq"]) for e in evs]
+
+
+def test_subscriber_killed_in_an_ad_break_and_publisher_restarted_loses_nothing_and_repeats_nothing(tmp_path):
+    ep, snap, journal, resume = free_endpoint(), free_endpoint(), tmp_path / "events.jsonl", tmp_path / "pos.json"
+    pub = start_publisher("run-a", ep, snap, journal)
+    first = Subscriber("--endpoint", ep, "--snapshot-endpoint", snap, "--resume", resume, "--timeout", 60)
+    try:
+        first.wait_for(lambda r: r.lines and r.lines[0]["type"] == "snapshot")
+        pub.publish("stream.up", "demo")
+        ad_break(pub, 1)
+        first.wait_for(lambda r: any(e["type"] == "segment.start" and e["is_ad"] for e in r.events()))
+    finally:
+        first.kill()  # in the middle of the ad break
+    try:
+        # while no subscriber runs: the break ends, the daemon restarts, a new break starts
+        pub.publish("segment.end", "demo", duration=3.0, **segment(2, "commercial"))
+        pub.publish("segment.start", "demo", **segment(3, "football"))
+        deadline = time.monotonic() + 5
+        while pub.last_seq < 6 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        pub.stop()
+    pub = start_publisher("run-b", ep, snap, journal)
+    try:
+        pub.publish("stream.up", "demo")
+        ad_break(pub, 10)
+        deadline = time.monotonic() + 5
+        while pub.last_seq < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        second = Subscriber("--endpoint", ep, "--snapshot-endpoint", snap, "--resume", resume, "--timeout", 60)
+        try:
+            second.wait_for(lambda r: len(r.events()) >= 6)  # the rest of run-a and run-b so far, replayed
+            pub.publish("segment.end", "demo", duration=2.0, **segment(11, "commercial"))  # live again
+            second.wait_for(lambda r: any(e["type"] == "segment.end" and e["run_id"] == "run-b" and e["is_ad"]
+                                          for e in r.events()))
+        finally:
+            rc, err = second.stop()
+    finally:
+        pub.stop()
+    printed = first.events() + second.events()
+    journaled = list(read_journal(journal))
+    assert positions(printed) == positions(journaled)  # every event once, in publication order
+    assert printed == journaled
+    assert len(set(positions(printed))) == len(printed)
+    assert not any(e["type"] == "snapshot" for e in second.lines)  # a resumed subscriber replays instead
+    assert rc == 0 and "Traceback" not in err and "lost" not in err, err
+    assert json.loads(resume.read_text()) == {"run_id": "run-b", "seq": printed[-1]["seq"]}
+
+
+def test_a_running_subscriber_repairs_a_publisher_restart_by_replay(tmp_path):
+    ep, snap, journal = free_endpoint(), free_endpoint(), tmp_path / "events.jsonl"
+    pub = start_publisher("run-a", ep, snap, journal)
+    sub = Subscriber("--endpoint", ep, "--snapshot-endpoint", snap, "--timeout", 60)
+    try:
+        sub.wait_for(lambda r: r.lines and r.lines[0]["type"] == "snapshot")
+        pub.publish("stream.up", "demo")
+        ad_break(pub, 1)
+        sub.wait_for(lambda r: len(r.events()) == 4)
+        pub.stop()
+        pub = start_publisher("run-b", ep, snap, journal)
+        # published before the subscriber's SUB has reconnected: lost on the wire, back by replay
+        pub.publish("stream.up", "demo")
+        ad_break(pub, 10)
+        time.sleep(1.0)
+        pub.publish("segment.end", "demo", duration=2.0, **segment(11, "commercial"))
+        sub.wait_for(lambda r: len(r.events()) == 9)
+        time.sleep(0.3)  # nothing more (no duplicates) arrives
+    finally:
+        rc, err = sub.stop()
+        pub.stop()
+    journaled = list(read_journal(journal))
+    assert positions(sub.events()) == positions(journaled)
+    assert rc == 0 and "lost" not in err and "Traceback" not in err, err
+
+
+def test_a_gap_is_filled_by_replay_and_the_replayed_live_events_are_dropped(ctx, xpub):
+    pub_sock, endpoint = xpub
+    router = ctx.socket(zmq.ROUTER)
+    router.bind(ANY)
+    snapshot_endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
+    proc = subscribe("--endpoint", endpoint, "--snapshot-endpoint", snapshot_endpoint, "--count", 7, "--timeout", 15)
+    wait_for_subscription(pub_sock)
+    assert router.poll(15000), "no snapshot request"
+    request = router.recv_multipart()
+    assert request[-1] == b"snapshot"
+    state = {"demo": {"state": "unknown", "segment_id": None, "since": None, "stream_up": True, "p_ad": None}}
+    router.send_multipart([*request[:-1], json.dumps({"schema": 1, "seq": 0, "run_id": RUN, "channels": state}).encode()])
+    for seq in (1, 2, 5):  # 3 and 4 lost on the way
+        pub_sock.send_multipart(frames("stream.up", seq))
+    assert router.poll(15000), "no replay request after the gap"
+    request = router.recv_multipart()
+    assert json.loads(request[-1]) == {"replay": {"run_id": RUN, "after_seq": 2, "limit": 500}}
+    journal = [events.make_event("stream.up", "demo", seq, RUN, time.time()) for seq in (3, 4, 5, 6)]
+    router.send_multipart([*request[:-1], json.dumps({
+        "schema": 1, "type": "replay", "run_id": RUN, "seq": 6, "request": {}, "found": True, "events": journal,
+        "complete": True, "next": None, "oldest": None, "unjournaled": []}).encode()])
+    pub_sock.send_multipart(frames("stream.up", 6))  # already replayed: dropped quietly
+    pub_sock.send_multipart(frames("stream.up", 7))
+    rc, lines, err = finish(proc)
+    assert rc == 0, err
+    assert [e["seq"] for e in lines[1:]] == [1, 2, 3, 4, 5, 6, 7]
+    assert err == ""
+
+
+def test_resume_from_a_run_rotated_away_warns_and_replays_what_the_journal_still_has(tmp_path):
+    ep, snap, journal, resume = free_endpoint(), free_endpoint(), tmp_path / "events.jsonl", tmp_path / "pos.json"
+    resume.write_text(json.dumps({"run_id": "long-gone", "seq": 40}))
+    pub = start_publisher("run-b", ep, snap, journal)
+    try:
+        pub.publish("stream.up", "demo")
+        ad_break(pub, 1)
+        deadline = time.monotonic() + 5
+        while pub.last_seq < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        rc, lines, err = finish(subscribe("--endpoint", ep, "--snapshot-endpoint", snap, "--resume", resume,
+                                          "--count", 4, "--timeout", 15))
+    finally:
+        pub.stop()
+    assert rc == 0, err
+    assert positions(lines) == [("run-b", s) for s in (1, 2, 3, 4)]
+    warnings = err.splitlines()
+    assert len(warnings) == 1 and "long-gone is no longer in the publisher's journal" in warnings[0], err
+    assert "events in between are lost" in warnings[0]
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--resume", "pos.json"], "--resume needs --snapshot-endpoint"),
+])
+def test_resume_usage_errors(tmp_path, args, needle):
+    rc, lines, err = finish(subscribe("--endpoint", "tcp://127.0.0.1:9", *args, "--timeout", 1))
+    assert rc == 2 and lines == [] and needle in err and "Traceback" not in err
+
+
+def test_a_damaged_resume_file_is_a_usage_error_naming_it(tmp_path):
+    resume = tmp_path / "pos.json"
+    resume.write_text("{half")
+    rc, lines, err = finish(subscribe("--endpoint", "tcp://127.0.0.1:9", "--snapshot-endpoint", "tcp://127.0.0.1:9",
+                                      "--resume", resume, "--timeout", 1))
+    assert rc == 2 and lines == []
+    assert err.strip() == f"ad-detector: error: --resume {resume}: not a position written by ad-detector subscribe; " \
+                          "delete it to start from the current state"
