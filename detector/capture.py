@@ -241,9 +241,14 @@ class Capture:
             h, w = self.input_size
             resized = np.empty((h, w, 3), np.uint8)
             while self._current(me):
+                t_grab = time.monotonic()
                 if not cap.grab():
                     if not flowed and self._current(me):
                         self.faults.occur("silent", source=redact(s.source), waited_seconds=round(time.monotonic() - t_open, 1))
+                    if flowed and s.kind != "file" and time.monotonic() - t_grab >= 0.8 * s.read_timeout and self._current(me):
+                        # the read timed out: the source froze (FFmpeg's own timeout noticed first)
+                        self.faults.occur("stall", waited_seconds=round(time.monotonic() - t_grab, 1))
+                        return "stall", flowed
                     return ("end_of_stream" if flowed else "read_failed"), flowed
                 if not self._current(me):
                     return "abandoned", flowed

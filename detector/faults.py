@@ -25,7 +25,7 @@ FAULT_KINDS = (
     "unreachable",        # the source refused or failed to open quickly (connection refused, 404, DNS)
     "silent",             # accepted the connection, then sent nothing (open or first read timed out, or hung)
     "read_error",         # a flowing live stream stopped delivering: connection lost, server gone, or data the decoder could not go on from
-    "stall",              # flowing, then no new media time for capture.stall_seconds (judged outside the blocking read)
+    "stall",              # flowing, then frozen: the read timed out, or no new media time for capture.stall_seconds (judged outside the blocking read)
     "decode_error",       # a grabbed frame could not be converted to pixels
     "timestamp_reset",    # media time went backwards (encoder restart, PTS reset): timeline kept monotonic
     "timestamp_jump",     # media time leapt forward by more than TIMESTAMP_JUMP_SECONDS: timeline kept continuous
@@ -37,6 +37,9 @@ FAULT_KINDS = (
 OUTAGE_KINDS = frozenset({"unreachable", "silent", "read_error", "stall"})
 
 TIMESTAMP_JUMP_SECONDS = 5.0
+# The rate is judged once per RateMonitor window (5 s): its episode must outlast a window, or a
+# link starved for a minute would be a dozen episodes.
+QUIET_SECONDS = {"rate_low": 12.0, "rate_high": 12.0}
 
 
 @dataclass
@@ -66,7 +69,7 @@ class FaultEpisodes:
         now = self.clock()
         with self._lock:
             ep = self._open.get(kind)
-            if ep is not None and (kind in OUTAGE_KINDS or now - ep.last <= self.quiet):
+            if ep is not None and (kind in OUTAGE_KINDS or now - ep.last <= self._quiet(kind)):
                 ep.last, ep.count = now, ep.count + 1
                 return False
             if ep is not None:
@@ -81,7 +84,7 @@ class FaultEpisodes:
         """Close the non-outage episodes that have been quiet for `quiet_seconds`."""
         now = self.clock()
         with self._lock:
-            done = [(k, e) for k, e in self._open.items() if k not in OUTAGE_KINDS and now - e.last > self.quiet]
+            done = [(k, e) for k, e in self._open.items() if k not in OUTAGE_KINDS and now - e.last > self._quiet(k)]
             for k, e in done:
                 del self._open[k]
                 self._cleared(k, e, now)
@@ -99,6 +102,9 @@ class FaultEpisodes:
             for k, e in done:
                 del self._open[k]
                 self._cleared(k, e, max(now, e.last))
+
+    def _quiet(self, kind: str) -> float:
+        return max(self.quiet, QUIET_SECONDS.get(kind, 0.0))
 
     def open_kinds(self) -> list[str]:
         with self._lock:

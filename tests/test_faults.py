@@ -134,6 +134,7 @@ def faulty(tmp_path_factory, bundle_dir: Path, fault_media: dict[str, Path]) -> 
             time.sleep(0.5)
         obs["steps"][name] = {"detected_s": detected, "recovered_s": recovered, "before": before,
                               "after": faults(scrape(ep["metrics"]), "net"), "new_ups": ups() - ups_before}
+        time.sleep(6)   # frames flow 5 s before an outage episode is over; the next fault is a new episode
 
     try:
         assert daemon.wait_log("daemon ready", 120), daemon.log()[-3000:]
@@ -240,6 +241,28 @@ def test_daemon_survives_everything_and_exits_0(faulty):
     assert faulty["alive"], faulty["log"][-3000:]
     assert faulty["exit_code"] == 0, faulty["log"][-3000:]
     assert "Traceback" not in faulty["log"], faulty["log"][-5000:]
+
+
+@live
+def test_inference_call_over_its_bound_exits_1(tmp_path, bundle_dir: Path, fault_media: dict[str, Path]):
+    """The watchdog on inference calls: a bound (1 ms) that every real backbone call exceeds.
+
+    systemd restarts a unit that exits non-zero; a daemon whose inference hangs must not sit
+    there looking alive.
+    """
+    cfg = tmp_path / "config.yaml"
+    write_config(cfg, bundle_dir, [{"name": "file", "source": str(fault_media["reset"]), "realtime": True}],
+                 inference={"call_timeout_seconds": 0.001})
+    daemon = Daemon(cfg)
+    try:
+        assert daemon.wait_log("daemon ready", 120), daemon.log()[-3000:]
+        daemon.proc.wait(60)
+    finally:
+        code = daemon.stop()
+    log = daemon.log()
+    assert code == 1, log[-3000:]
+    assert "an inference call has not returned" in log and "inference.call_timeout_seconds" in log, log[-3000:]
+    assert "Traceback" not in log
 
 
 # ---------------------------------------------------------------------- pure logic, no video
