@@ -131,7 +131,7 @@ class FaultProxy:
                     data = framer.feed(data, self._corrupter if self.mode == "corrupt" else None)
                 if data:
                     dst.sendall(data)
-        except OSError:
+        except (OSError, ValueError):   # ValueError: `cut` closed the socket under select()
             pass
         finally:
             with self._lock:
