@@ -180,7 +180,8 @@ class Daemon:
         ch.capture = Capture(name, settings, ch.ring, self.bundle.analysis_fps, self.bundle.input_size,
                              on_up=lambda gen: self._stream_up(ch), on_down=lambda reason: self._stream_down(ch, reason),
                              on_frame=on_frame, on_drop=lambda reason: m.frames_dropped.labels(channel=name, reason=reason).inc(),
-                             on_reconnect=lambda: m.capture_reconnects.labels(channel=name).inc())
+                             on_reconnect=lambda: m.capture_reconnects.labels(channel=name).inc(),
+                             on_fault=lambda kind: m.stream_faults.labels(channel=name, kind=kind).inc())
         ch.capture.start()
 
     def _stream_up(self, ch: Channel) -> None:
@@ -392,7 +393,7 @@ class Daemon:
                 continue
             if not cap.alive():
                 raise RuntimeFailure(f"the capture thread of channel {ch.name} died; exiting so systemd restarts the daemon")
-            if cap.up and cap.stalled(now):
+            if (cap.up and cap.stalled(now)) or cap.hung(now):
                 cap.abandon()
         healthy, _ = self.health()
         self.metrics.healthy.set(1 if healthy else 0)

@@ -42,6 +42,10 @@ Extras (not in the contract, so they may change with a changelog note):
   silently until it has read half its queue; subscribers see the loss as a gap in ``seq``.
   ``stopped`` = published after shutdown began. A failed journal write does not drop the
   event (it is still published): see ``ad_detector_journal_errors_total``.
+- ``ad_detector_stream_faults_total{channel,kind}``: fault episodes of a channel's input
+  (kinds in ``detector.faults.FAULT_KINDS``: unreachable, silent, read_error, stall,
+  decode_error, timestamp_reset, timestamp_jump, resolution_change, rate_low, rate_high),
+  counted once per episode, each logged once as ``stream fault channel=... kind=...``.
 - ``ad_detector_journal_errors_total``: failed journal writes (disk full, permissions).
 - ``ad_detector_journal_ok``: 0 while the journal fails (from the first failed append to the
   next successful one), else 1; ``/healthz`` then answers 200 with ``"status": "degraded"``.
@@ -78,6 +82,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from detector.errors import UsageError
+from detector.faults import FAULT_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +171,9 @@ class Metrics:
         self.events_dropped = Counter(
             "ad_detector_events_dropped", "Event delivery losses, by reason (hwm: a slow subscriber's queue overflowed, once per episode; stopped: after shutdown began).",
             ["reason"], registry=r)
+        self.stream_faults = Counter(
+            "ad_detector_stream_faults", "Stream fault episodes by kind (one per episode, not per frame; see detector.faults).",
+            ["channel", "kind"], registry=r)
         self.journal_errors = Counter(
             "ad_detector_journal_errors", "Failed appends to the event journal.", registry=r)
         self.journal_ok = Gauge(
@@ -206,6 +214,8 @@ class Metrics:
                 self.events_published.labels(channel=channel, type=event_type)
             self.decision_latency.labels(channel=channel)
             self.last_frame_timestamp.labels(channel=channel).set(0)
+            for kind in FAULT_KINDS:
+                self.stream_faults.labels(channel=channel, kind=kind)
         for model in MODELS:
             self.inference_seconds.labels(model=model)
             self.provider_fallbacks.labels(model=model)
