@@ -136,8 +136,8 @@ def plan_backbone(engine: str, precision: str, variants: Mapping[str, Path], pro
     `variants` maps precision -> file ("fp32" always; "int8" when the bundle was quantized).
     `openvino_caps` is OpenVINO's CPU OPTIMIZATION_CAPABILITIES, or None when not installed.
     `auto` prefers a requested GPU provider that can start, then OpenVINO, then ONNX Runtime
-    CPU; precision `auto` prefers int8 (when the bundle has it), then bf16 (OpenVINO on a CPU
-    with BF16), then fp32. Explicit requests are honoured or refused, never quietly changed.
+    CPU; precision `auto` prefers bf16 (OpenVINO on a CPU with BF16), then int8 (when the
+    bundle has it), then fp32. Explicit requests are honoured or refused, never quietly changed.
     """
     if engine not in ENGINES:
         raise UsageError(f"inference.engine: {engine!r} is not one of {', '.join(ENGINES)}")
@@ -165,12 +165,15 @@ def plan_backbone(engine: str, precision: str, variants: Mapping[str, Path], pro
 
     on_gpu = engine == "onnxruntime" and gpu_ok
     if precision == "auto":
-        if "int8" in variants and not on_gpu and (engine == "onnxruntime" or "INT8" in caps):
-            precision = "int8"
-        elif engine == "openvino" and "BF16" in caps:
+        # bf16 first where the CPU has it: its decisions matched fp32 on every window measured
+        # (126 frames/s here); int8 is faster (186) but moved ~3% of one bundle's windows
+        # (bench/RESULTS.md section 6), so it is taken automatically only without bf16
+        if engine == "openvino" and "BF16" in caps:
             precision = "bf16"
-            if "int8" not in variants:
-                notes.append("no int8 backbone in the bundle (ad-detector export-backbone --quantize int8) so bf16")
+            if "int8" in variants:
+                notes.append("bf16 chosen over the bundle's int8 backbone (closer to fp32); set inference.precision: int8 for the fastest path")
+        elif "int8" in variants and not on_gpu and (engine == "onnxruntime" or "INT8" in caps):
+            precision = "int8"
         else:
             precision = "fp32"
     elif precision == "int8" and "int8" not in variants:

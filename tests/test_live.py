@@ -8,6 +8,7 @@ one thing users see; the reconnect test runs its own daemon.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -206,7 +207,12 @@ def test_metrics_pass_promtool_and_move(scenario):
     assert metric(text, "ad_detector_events_published_total", channel="live", type="segment.start") >= 2 * len(truth_breaks())
     assert metric(text, "ad_detector_inference_seconds_count", model="backbone") > 0
     assert metric(text, "ad_detector_decision_latency_seconds_count", channel="live") > 0
-    assert 'providers="CPUExecutionProvider"' in text
+    # the engine auto picks on a CPU-only machine: OpenVINO (ONNX Runtime's CPU provider without it)
+    info = next(l for l in text.splitlines() if l.startswith("ad_detector_model_info{"))
+    assert 'providers="OpenVINO:CPU"' in info or 'providers="CPUExecutionProvider"' in info, info
+    precision = re.search(r'precision="(fp32|bf16|int8)"', info)
+    assert precision, info
+    assert 'providers="CPUExecutionProvider"' in info or f"engine=openvino precision={precision.group(1)}" in scenario["log"]
     assert scenario["healthz"][0] == 200 and scenario["healthz"][1]["healthy"] is True
 
 
