@@ -19,7 +19,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,7 +26,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 from bench.common import OUT, log, machine_info, now, table, write_json  # noqa: E402
 from faultproxy import FaultProxy  # noqa: E402
-from livekit import Daemon, Listener, RtspServer, to_h264, write_config  # noqa: E402
+from livekit import Daemon, Listener, RtspServer, to_h264, metric, scrape, write_config  # noqa: E402
 
 FAULTS = ("stall", "cut", "corrupt", "throttle", "resolution")
 KIND = {"stall": "stall", "cut": "read_error", "corrupt": "read_error", "throttle": "rate_low", "resolution": "resolution_change"}
@@ -40,19 +39,6 @@ def proc_figures(pid: int) -> dict[str, float]:
     fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
     return {"rss_mib": round(int(fields["VmRSS"].split()[0]) / 1024, 1), "fds": len(os.listdir(f"/proc/{pid}/fd")),
             "threads": int(fields["Threads"])}
-
-
-def scrape(url: str) -> str:
-    with urllib.request.urlopen(url + "/metrics", timeout=5) as r:
-        return r.read().decode()
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name) and line[len(name)] in " {" and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def ensure_media(out: Path) -> list[Path]:

@@ -283,3 +283,20 @@ def fill(directory: Path) -> Path:
     except OSError:
         return filler
     raise AssertionError(f"{directory} is not full after filling it")
+
+
+def scrape(url: str) -> str:
+    """The daemon's /metrics text (url: http://host:port)."""
+    import urllib.request
+
+    with urllib.request.urlopen(url + "/metrics", timeout=5) as r:
+        return r.read().decode()
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of `name` whose labels include `labels` (0 when none)."""
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and line[len(name)] in " {" and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total

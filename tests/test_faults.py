@@ -18,27 +18,12 @@ from pathlib import Path
 import pytest
 
 from faultproxy import FaultProxy
-from livekit import Daemon, Listener, RtspServer, to_h264, write_config
+from livekit import Daemon, Listener, RtspServer, to_h264, metric, scrape, write_config
 
 live = pytest.mark.skipif(not Path("/usr/bin/python3").exists() or shutil.which("ffmpeg") is None,
                           reason="needs the system Python with GStreamer RTSP server and ffmpeg (make test installs them)")
 
 SIZE_A, SIZE_B = (320, 240), (480, 272)
-
-
-def scrape(url: str) -> str:
-    import urllib.request
-
-    with urllib.request.urlopen(url + "/metrics", timeout=5) as r:
-        return r.read().decode()
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name) and line[len(name)] in " {" and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def faults(text: str, channel: str) -> dict[str, float]:

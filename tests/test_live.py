@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from livekit import Daemon, Listener, RtspServer, snapshot, to_h264, write_config
+from livekit import Daemon, Listener, RtspServer, snapshot, to_h264, metric, scrape, write_config
 
 pytestmark = pytest.mark.skipif(not Path("/usr/bin/python3").exists() or shutil.which("ffmpeg") is None,
                                 reason="needs the system Python with GStreamer RTSP server and ffmpeg (make test installs them)")
@@ -59,20 +59,6 @@ def live_media(session_dir: Path) -> Path:
     subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "concat", "-safe", "0", "-i", str(listing), "-c", "copy", str(joined)],
                    check=True, timeout=300)
     return to_h264(joined, out / "live.mp4")
-
-
-def scrape(url: str) -> str:
-    with urllib.request.urlopen(url + "/metrics", timeout=5) as r:
-        return r.read().decode()
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name) and (line[len(name)] in " {"):
-            if all(f'{k}="{v}"' in line for k, v in labels.items()):
-                total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 @pytest.fixture(scope="module")
