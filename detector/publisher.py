@@ -62,6 +62,7 @@ from detector import events, replay
 from detector.errors import RuntimeFailure, UsageError
 from detector.journal import DEFAULT_KEEP, DEFAULT_MAX_BYTES, Journal, JournalError
 from detector.journal import replay as journal_replay
+from detector.ratelog import RateLimitedLog
 from detector.security import CurveServer
 
 log = logging.getLogger(__name__)
@@ -74,24 +75,6 @@ START_TIMEOUT_SECONDS = 10.0
 MAX_UNJOURNALED_RANGES = 100   # seq ranges remembered per run for replay replies
 
 _STOP = object()
-
-
-class _RateLimitedLog:
-    """Logs the first occurrence at once, then at most one summary line per interval."""
-
-    def __init__(self, interval: float = LOG_EVERY_SECONDS) -> None:
-        self.interval = interval
-        self.pending = 0
-        self.last = -float("inf")
-
-    def hit(self) -> int | None:
-        """Count one occurrence; return how many to report now, or None to stay quiet."""
-        self.pending += 1
-        now = time.monotonic()
-        if now - self.last >= self.interval:
-            count, self.pending, self.last = self.pending, 0, now
-            return count
-        return None
 
 
 def _new_channel_state() -> dict[str, Any]:
@@ -161,7 +144,7 @@ class Publisher:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._wake_pending = False
-        self._drop_log = _RateLimitedLog()
+        self._drop_log = RateLimitedLog(LOG_EVERY_SECONDS)
         # journal episode state; written on the publisher thread, read by journal_status()
         self._journal_failing = False
         self._journal_error: str | None = None

@@ -47,6 +47,7 @@ from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
 
 from detector.errors import UsageError
+from detector.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
@@ -163,24 +164,6 @@ def check_allowed_clients_dir(path: Path) -> int:
 
 _HANDSHAKE_FAILED = zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
 
-class _RateLimitedLog:
-    """First occurrence logged at once, then at most one summary line per interval."""
-
-    def __init__(self, interval: float = LOG_EVERY_SECONDS) -> None:
-        self.interval = interval
-        self.pending = 0
-        self.last = -float("inf")
-        self.lock = threading.Lock()
-
-    def hit(self) -> int | None:
-        with self.lock:
-            self.pending += 1
-            now = time.monotonic()
-            if now - self.last >= self.interval:
-                count, self.pending, self.last = self.pending, 0, now
-                return count
-            return None
-
 
 class _CountingAuthenticator(ThreadAuthenticator):
     """pyzmq's ThreadAuthenticator, plus a hook on every refusal (with the client's address).
@@ -232,7 +215,7 @@ class CurveServer:
     _public: bytes = field(default=b"", repr=False)
     _secret: bytes = field(default=b"", repr=False)
     _auth: _CountingAuthenticator | None = field(default=None, repr=False)
-    _log: _RateLimitedLog = field(default_factory=_RateLimitedLog, repr=False)
+    _log: RateLimitedLog = field(default_factory=lambda: RateLimitedLog(LOG_EVERY_SECONDS), repr=False)
     _monitors: list[zmq.Socket[Any]] = field(default_factory=list, repr=False)
     _watcher: threading.Thread | None = field(default=None, repr=False)
     _stopping: threading.Event = field(default_factory=threading.Event, repr=False)
