@@ -26,6 +26,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 from bench.common import OUT, log, machine_info, now, table, write_json  # noqa: E402
 from faultproxy import FaultProxy  # noqa: E402
+from detector.metrics import DROP_REASONS  # noqa: E402
 from livekit import Daemon, Listener, RtspServer, to_h264, metric, scrape, write_config  # noqa: E402
 
 FAULTS = ("stall", "cut", "corrupt", "throttle", "resolution")
@@ -192,7 +193,7 @@ def main() -> int:
                           "journalled_events": len(journalled), "segment_events": len(segments), "events_lost": len(lost),
                           "fault_counts": fault_counts, "alive_at_end": alive, "exit_code": exit_code,
                           "frames_dropped": {r: metric(text, "ad_detector_frames_dropped_total", reason=r)
-                                             for r in ("ring_overflow", "decode_error", "timestamp_jump", "stale", "shutdown")},
+                                             for r in DROP_REASONS},
                           "machine": machine_info()})
     ok = alive and exit_code == 0 and not lost and all(f["recovered_s"] is not None for f in faults)
     return 0 if ok else 1

@@ -86,7 +86,10 @@ from detector.faults import FAULT_KINDS
 
 log = logging.getLogger(__name__)
 
-DROP_REASONS = ("ring_overflow", "decode_error", "timestamp_jump", "stale", "shutdown")
+# No "stale": the ring's fixed capacity already bounds how old a frame can be when it is
+# analysed (ring_capacity / analysis_fps, 12.8 s at the defaults), and dropping old frames by
+# age would leave holes in the evenly spaced window the sequence model was trained on.
+DROP_REASONS = ("ring_overflow", "decode_error", "timestamp_jump", "shutdown")
 EVENT_TYPES = ("segment.start", "segment.end", "heartbeat", "stream.up", "stream.down")
 MODELS = ("backbone", "sequence")
 EVENT_DROP_REASONS = ("hwm", "stopped")
