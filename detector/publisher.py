@@ -37,6 +37,10 @@ built this way:
   after a (run_id, seq), read back from the journal files, so a subscriber that lost events
   gets them back. Served on this thread (it owns the socket), with a bounded page per reply;
   the journal lookup jumps to the run with a byte search, so a request costs milliseconds.
+- If the thread dies (a bug), it closes its sockets, logs `thread died thread=publisher`
+  with the traceback and keeps the exception in `error`; `alive` goes False and the daemon
+  exits 1. `stop()` then journals whatever was still queued (without sending it), so the
+  record keeps every event decided before the exit and a subscriber can replay them.
 - A failing journal is one episode, not one log line per event: an ERROR when it starts,
   an INFO with the number of unjournaled events when the journal accepts an event again.
   `journal_status()` feeds /healthz ("degraded") and `on_journal_state` the metrics.
@@ -137,6 +141,7 @@ class Publisher:
         self._bound = threading.Event()
         self._bind_error: BaseException | None = None
         self._failed = False
+        self.error: BaseException | None = None    # what killed the thread (for the daemon's supervisor)
         self.endpoint: str | None = None           # actual endpoints once bound (resolves "*" ports)
         self.snapshot_endpoint: str | None = None
         # wakeup: publish() writes a byte, the thread polls the other end next to its sockets
@@ -200,6 +205,8 @@ class Publisher:
         if thread is None or not thread.is_alive():
             self._close_wakeup()
             if self._journal is not None:
+                if self._failed:
+                    self._salvage()
                 self._journal.close()
             return
         self._wake()
@@ -209,6 +216,44 @@ class Publisher:
                         "yes" if not self._queue.empty() else "no")
         else:
             self._close_wakeup()
+
+    def _salvage(self) -> None:
+        """The thread died: journal what was still queued, so no decided event is lost from the record.
+
+        Runs on the caller's thread, which is safe because the publisher thread is gone. The
+        events get the next `seq` numbers as usual; they were never sent (the sockets died with
+        the thread), so a subscriber learns of them by replay after the restart.
+        """
+        assert self._journal is not None
+        saved = 0
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:
+                continue
+            type_, channel, fields = item
+            seq = self._seq + 1
+            event = events.make_event(type_, channel, seq, self.run_id, time.time(), **dict(fields))
+            try:
+                self._journal.append(event)
+            except JournalError as exc:
+                self._journal_failed(exc, seq)
+                self._call(self._on_journal_error, exc)
+            else:
+                saved += 1
+            with self._state_lock:
+                self._seq = seq
+                self._apply(event)
+        if saved:
+            log.warning("publisher thread dead: journaled queued events without publishing them events=%d last_seq=%d",
+                        saved, self._seq)
+
+    @property
+    def thread(self) -> threading.Thread | None:
+        """The publisher thread (for the daemon's supervision)."""
+        return self._thread
 
     @property
     def last_seq(self) -> int:
@@ -336,9 +381,12 @@ class Publisher:
                 except JournalError as exc:
                     self._journal_failed(exc, None)
             self._loop(pub, rep)
-        except Exception:
+        except Exception as exc:
+            # caught here, not left to threading.excepthook, so the sockets are closed below;
+            # the daemon's supervisor sees `alive` go False and exits 1 naming `error`
+            self.error = exc
             self._failed = True
-            log.exception("publisher thread failed; events are no longer published")
+            log.exception("thread died thread=publisher error=%r; events are no longer published", exc)
         finally:
             for sock in (pub, rep):
                 if sock is not None:

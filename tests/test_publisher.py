@@ -442,3 +442,31 @@ def test_publisher_journal_path_type(tmp_path):
     pub.publish("stream.up", "a")
     pub.stop()
     assert [e["type"] for e in read_journal(Path(tmp_path / "j.jsonl"))] == ["stream.up"]
+
+
+def test_a_dead_publisher_thread_is_reported_and_its_queue_journaled_at_stop(tmp_path, monkeypatch, caplog):
+    """The thread dies (here: a heartbeat round raises): `alive` goes False with `error` set, the
+    death is logged once with its traceback, and what was queued is journaled by stop() (not sent:
+    the sockets died with the thread), so the record misses nothing the daemon decided."""
+    path = tmp_path / "events.jsonl"
+    boom = RuntimeError("heartbeat exploded")
+
+    def fail(self, pub):
+        raise boom
+
+    monkeypatch.setattr(Publisher, "_send_heartbeats", fail)
+    caplog.set_level("INFO", logger="detector.publisher")
+    pub = Publisher(ANY, ANY, 0.05, path, RUN, ["a"], journal_fsync=False)
+    pub.publish("stream.up", "a")
+    pub.start()
+    wait_until(lambda: not pub.alive)
+    assert pub.error is boom
+    for i in range(3):
+        pub.publish("segment.start", "a", **segment(n=i))
+    pub.stop()
+    journaled = list(read_journal(path))
+    assert [e["type"] for e in journaled] == ["stream.up"] + ["segment.start"] * 3
+    assert [e["seq"] for e in journaled] == [1, 2, 3, 4]
+    died = [r for r in caplog.records if "thread died thread=publisher" in r.getMessage()]
+    assert len(died) == 1 and died[0].exc_info and died[0].exc_info[1] is boom
+    assert any("journaled queued events without publishing them events=3 last_seq=4" in r.getMessage() for r in caplog.records)
