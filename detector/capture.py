@@ -139,8 +139,9 @@ class Capture:
         with self._lock:
             self._worker += 1
             me = self._worker
-        self._thread = threading.Thread(target=self._run, args=(me,), name=f"capture-{self.channel}-{me}", daemon=True)
-        self._thread.start()
+        thread = threading.Thread(target=self._run, args=(me,), name=f"capture-{self.channel}-{me}", daemon=True)
+        thread.start()
+        self._thread = thread       # only once started: the watchdog reads `thread` from other threads
 
     def stop(self) -> None:
         self._stop.set()
@@ -151,6 +152,11 @@ class Capture:
 
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def thread(self) -> threading.Thread | None:
+        """The current capture thread (an abandoned one is no longer it)."""
+        return self._thread
 
     def stalled(self, now: float | None = None) -> bool:
         now = time.monotonic() if now is None else now

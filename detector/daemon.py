@@ -4,10 +4,11 @@
     inference thread -> one capture thread per channel -> READY=1
 
 The main thread only supervises: signals (SIGTERM/SIGINT drain and exit 0, SIGHUP reloads
-the bundle and decision settings), stalled captures, dead threads, the systemd watchdog
-(pinged only while the pipeline makes progress). Frames flow capture -> ring -> inference
-thread (cross-channel batches, then each channel's `ChannelEngine`, the same code as
-`classify`) -> publisher thread, which owns every socket.
+the bundle and decision settings), stalled captures, dead threads (every long-lived one:
+captures, inference, publisher, metrics HTTP, CURVE's ZAP handler; see detector.threadwatch),
+the systemd watchdog (pinged only while the pipeline makes progress). Frames flow capture ->
+ring -> inference thread (cross-channel batches, then each channel's `ChannelEngine`, the
+same code as `classify`) -> publisher thread, which owns every socket.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from detector.metrics import Metrics, MetricsServer
 from detector.publisher import Publisher
 from detector.security import CurveServer, exposure_warnings
 from detector.ring import FrameMeta, Ring
+from detector.threadwatch import Death, ThreadWatch
 
 log = logging.getLogger(__name__)
 
@@ -98,10 +100,14 @@ class Daemon:
         self.publisher: Publisher | None = None
         self.server: MetricsServer | None = None
         self.infer_thread: threading.Thread | None = None
+        self.watch = ThreadWatch()
+        self.failure: str | None = None           # why the supervisor gave up (health says it until exit)
+        self._stopping = False
 
     # ------------------------------------------------------------------ start / stop
     def start(self) -> None:
         cfg = self.cfg
+        self.watch.install()          # before any thread starts, so no exception goes unlogged
         quiet_native_logs()
         # each capture thread converts its own frames; OpenCV's pool splitting a 1 ms resize
         # over both cores would only contend with decode and inference (README, "Threads")
@@ -115,6 +121,7 @@ class Daemon:
             self.channels[c.name] = Channel(c.name, Ring(cfg.capture.ring_capacity, (h, w, 3)), self._engine(self.bundle, self.models))
         self.server = MetricsServer(cfg.metrics.bind, self.metrics, self.health)
         self.server.start()
+        self.watch.watch("metrics-http", lambda: self.server.thread if self.server else None)
         journal = Path(cfg.events.journal) if cfg.events.journal else None
         for warning in exposure_warnings(cfg.events.bind, cfg.events.snapshot_bind, cfg.events.curve is not None):
             log.warning("insecure events socket: %s", warning)
@@ -130,8 +137,13 @@ class Daemon:
                                    journal_max_bytes=cfg.events.journal_max_bytes, journal_keep=cfg.events.journal_keep,
                                    on_journal_state=lambda ok: self.metrics.journal_ok.set(1 if ok else 0))
         self.publisher.start()
+        pub = self.publisher
+        self.watch.watch("publisher", lambda: pub.thread, alive=lambda: pub.alive, error=lambda: pub.error)
+        if curve is not None:
+            self.watch.watch("curve-auth", lambda: curve.auth_thread)
         self.infer_thread = threading.Thread(target=self._infer_loop, name="inference", daemon=True)
         self.infer_thread.start()
+        self.watch.watch("inference", lambda: self.infer_thread)
         for c in cfg.channels:
             self._start_capture(c)
         sdnotify.ready()
@@ -183,6 +195,7 @@ class Daemon:
                              on_reconnect=lambda: m.capture_reconnects.labels(channel=name).inc(),
                              on_fault=lambda kind: m.stream_faults.labels(channel=name, kind=kind).inc())
         ch.capture.start()
+        self.watch.watch(f"capture-{name}", lambda: ch.capture.thread if ch.capture else None)
 
     def _stream_up(self, ch: Channel) -> None:
         self.metrics.stream_up.labels(channel=ch.name).set(1)
@@ -200,6 +213,7 @@ class Daemon:
 
     def stop(self) -> None:
         """Reverse order: captures, inference (batch in flight finishes), final events, publisher, metrics."""
+        self._stopping = True
         sdnotify.stopping()
         log.info("stopping")
         for ch in self.channels.values():
@@ -226,6 +240,7 @@ class Daemon:
         if self.server:
             self.server.stop()
         log.info("stopped run_id=%s", self.run_id)
+        self.watch.uninstall()
 
     # ------------------------------------------------------------------ inference thread
     def _infer_loop(self) -> None:
@@ -324,6 +339,15 @@ class Daemon:
         infer_ok = ok and (waiting == 0 or now - self.last_inference < 10.0)
         details["inference"] = "ok" if infer_ok else "stuck"
         ok = infer_ok
+        if not self._stopping:      # while draining, threads stop on purpose
+            dead = {d.name: d.error for d in self.watch.dead()}
+            details["threads"] = {name: "dead" if name in dead else "ok" for name in self.watch.names()}
+            if dead:
+                ok = False
+                details["dead_threads"] = dead
+        if self.failure is not None:
+            ok = False
+            details["failure"] = self.failure
         for ch in self.channels.values():
             cap = ch.capture
             up = bool(cap and cap.up and not cap.stalled(now))
@@ -380,19 +404,20 @@ class Daemon:
 
     def supervise(self) -> None:
         now = time.monotonic()
-        if self.infer_thread is not None and not self.infer_thread.is_alive():
-            raise RuntimeFailure("the inference thread died; exiting so systemd restarts the daemon")
+        dead = self.watch.dead()
+        if dead:
+            self._fail(dead[0])
         started = self.call_started
         limit = self.cfg.inference.call_timeout_seconds
         if started is not None and now - started > limit:
-            raise RuntimeFailure(f"an inference call has not returned for {now - started:.0f} s (inference.call_timeout_seconds "
-                                 f"is {limit:g}); exiting so systemd restarts the daemon")
+            self.failure = f"an inference call has not returned for {now - started:.0f} s"
+            self.metrics.healthy.set(0)
+            raise RuntimeFailure(f"{self.failure} (inference.call_timeout_seconds is {limit:g}); exiting so systemd restarts "
+                                 "the daemon")
         for ch in self.channels.values():
             cap = ch.capture
             if cap is None:
                 continue
-            if not cap.alive():
-                raise RuntimeFailure(f"the capture thread of channel {ch.name} died; exiting so systemd restarts the daemon")
             if (cap.up and cap.stalled(now)) or cap.hung(now):
                 cap.abandon()
         healthy, _ = self.health()
@@ -400,6 +425,17 @@ class Daemon:
         if (healthy or self._pipeline_moving(now)) and now - self._last_ping >= self._ping_every:
             sdnotify.watchdog()
             self._last_ping = now
+
+    def _fail(self, death: Death) -> None:
+        """A thread the pipeline needs is gone: unhealthy from now on, no more watchdog pings, exit 1.
+
+        The thread's exception and traceback were logged when it died (detector.threadwatch);
+        this names it again in the final line, which is what `systemctl status` shows.
+        """
+        self.failure = f"thread {death.name} died error={death.error}"
+        self.metrics.healthy.set(0)
+        sdnotify.status(self.failure)
+        raise RuntimeFailure(f"{self.failure}; exiting so systemd restarts the daemon")
 
     def _pipeline_moving(self, now: float) -> bool:
         """The watchdog is fed while inference makes progress, even if a source is down (it is being retried)."""

@@ -401,6 +401,11 @@ class MetricsServer:
         log.info("metrics on http://%s/metrics", self._display_address())
 
     @property
+    def thread(self) -> threading.Thread | None:
+        """The thread running `serve_forever` (for the daemon's supervision)."""
+        return self._thread
+
+    @property
     def port(self) -> int:
         """The port actually bound (useful with port 0)."""
         if self._server is None:

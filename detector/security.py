@@ -253,6 +253,13 @@ class CurveServer:
         self._watcher = threading.Thread(target=self._watch, name="curve-monitor", daemon=True)
         self._watcher.start()
 
+    @property
+    def auth_thread(self) -> threading.Thread | None:
+        """pyzmq's ZAP thread once started: without it no client can complete a handshake, so the
+        daemon supervises it. The curve-monitor thread is not supervised: if it fails, clients
+        are still refused, only no longer counted (logged in `_watch`)."""
+        return self._auth.thread if self._auth is not None else None
+
     def stop(self) -> None:
         """Stop the watcher and the authenticator (before the context is terminated)."""
         self._stopping.set()
