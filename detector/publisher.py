@@ -216,6 +216,11 @@ class Publisher:
                         "yes" if not self._queue.empty() else "no")
         else:
             self._close_wakeup()
+            # `alive` goes False as the thread fails, before it has closed its sockets, so the
+            # daemon can get here while a dead thread was still cleaning up
+            if self._failed and self._journal is not None:
+                self._salvage()
+                self._journal.close()
 
     def _salvage(self) -> None:
         """The thread died: journal what was still queued, so no decided event is lost from the record.
