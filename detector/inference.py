@@ -136,8 +136,8 @@ def plan_backbone(engine: str, precision: str, variants: Mapping[str, Path], pro
     `variants` maps precision -> file ("fp32" always; "int8" when the bundle was quantized).
     `openvino_caps` is OpenVINO's CPU OPTIMIZATION_CAPABILITIES, or None when not installed.
     `auto` prefers a requested GPU provider that can start, then OpenVINO, then ONNX Runtime
-    CPU; precision `auto` prefers bf16 (OpenVINO on a CPU with BF16), then int8 (when the
-    bundle has it), then fp32. Explicit requests are honoured or refused, never quietly changed.
+    CPU; precision `auto` prefers int8 (when the bundle has it and the engine runs it on the
+    CPU), then bf16 (OpenVINO on a CPU with BF16), then fp32. Explicit requests are honoured or refused, never quietly changed.
     """
     if engine not in ENGINES:
         raise UsageError(f"inference.engine: {engine!r} is not one of {', '.join(ENGINES)}")
@@ -165,15 +165,16 @@ def plan_backbone(engine: str, precision: str, variants: Mapping[str, Path], pro
 
     on_gpu = engine == "onnxruntime" and gpu_ok
     if precision == "auto":
-        # bf16 first where the CPU has it: its decisions matched fp32 on every window measured
-        # (126 frames/s here); int8 is faster (186) but moved ~3% of one bundle's windows
-        # (bench/RESULTS.md section 6), so it is taken automatically only without bf16
-        if engine == "openvino" and "BF16" in caps:
-            precision = "bf16"
-            if "int8" in variants:
-                notes.append("bf16 chosen over the bundle's int8 backbone (closer to fp32); set inference.precision: int8 for the fastest path")
-        elif "int8" in variants and not on_gpu and (engine == "onnxruntime" or "INT8" in caps):
+        # int8 first when the bundle has it: export-backbone only writes an int8 file whose
+        # features stayed close to fp32 (NNCF, first conv in fp32, centred-cosine refusal), and
+        # on the demo broadcast its decisions matched fp32 on every window at ~1.5x bf16's
+        # speed (bench/RESULTS.md section 6b). Then bf16 where the CPU has it, then fp32.
+        if "int8" in variants and not on_gpu and (engine == "onnxruntime" or "INT8" in caps):
             precision = "int8"
+        elif engine == "openvino" and "BF16" in caps:
+            precision = "bf16"
+            if "int8" not in variants:
+                notes.append("bf16 on this CPU; `ad-detector export-backbone --quantize int8 --calibration DATA_DIR` adds a faster int8 backbone")
         else:
             precision = "fp32"
     elif precision == "int8" and "int8" not in variants:

@@ -33,8 +33,8 @@ OV_OLD = ["FP32", "INT8"]
 # --------------------------------------------------------------------------- the choice (pure)
 
 @pytest.mark.parametrize("variants, providers, driver, caps, expected", [
-    # no GPU, OpenVINO installed: bf16 on AMX (closest to fp32), else int8 when the bundle has it, else fp32
-    (V_INT8, GPU_REQ, False, OV_AMX, ("openvino", "bf16", "backbone.onnx")),
+    # no GPU, OpenVINO installed: int8 when the bundle has it (guarded at export), else bf16 on AMX, else fp32
+    (V_INT8, GPU_REQ, False, OV_AMX, ("openvino", "int8", "backbone.int8.onnx")),
     (V_INT8, GPU_REQ, False, OV_OLD, ("openvino", "int8", "backbone.int8.onnx")),
     (V_FP32, GPU_REQ, False, OV_AMX, ("openvino", "bf16", "backbone.onnx")),
     (V_FP32, GPU_REQ, False, OV_OLD, ("openvino", "fp32", "backbone.onnx")),
@@ -60,6 +60,8 @@ def test_auto_says_why_the_gpu_was_not_used():
     plan = plan_backbone("auto", "auto", V_FP32, GPU_REQ, CPU, True, None)
     assert any("not in this onnxruntime build" in n for n in plan.notes), plan.notes
     assert any("pip install openvino" in n for n in plan.notes), plan.notes
+    plan = plan_backbone("auto", "auto", V_FP32, CPU, CPU, False, OV_AMX)
+    assert plan.precision == "bf16" and any("--quantize int8" in n for n in plan.notes), plan.notes
 
 
 @pytest.mark.parametrize("engine, precision, variants, caps, needle", [
@@ -175,6 +177,9 @@ def test_quantize_records_the_int8_variant_in_the_manifest(int8_bundle):
     assert (int8_bundle / "backbone.int8.onnx").stat().st_size < (int8_bundle / "backbone.onnx").stat().st_size / 3
     assert part["calibration"]["frames"] >= 100 and part["calibration"]["videos"] >= 2
     assert part["agreement_with_fp32"]["cosine_mean"] >= 0.99
+    # the raw cosine hides error behind the component all features share; centred it does not
+    assert part["agreement_with_fp32"]["centred_cosine_mean"] >= 0.97
+    assert part["quantizer"].startswith("nncf") and len(part["kept_fp32"]) == 1
     assert manifest["backbone"]["precision"] == "fp32"
     bundle = load_bundle(int8_bundle)
     assert set(bundle.backbone_variants) == {"fp32", "int8"}
@@ -205,31 +210,43 @@ def _label_at(segments: list[dict], t: float) -> str:
     return segments[-1]["label"]
 
 
-def test_the_automatic_fast_path_agrees_with_fp32_and_scores_hold(int8_bundle, demo_set, tmp_path):
-    """The guard of the path the daemon picks by itself (bf16 on this CPU, int8 on one without
-    bf16): on the demo test broadcast, the decided label of at least 99% of windows is the fp32
-    one, and no evaluate figure drops by more than 0.5 points. (int8 on this bundle has missed
-    it: a 3 s blip inside a break, 97% of windows; bench/RESULTS.md section 6.)"""
+@pytest.fixture(scope="module")
+def fp32_reference(int8_bundle, demo_set, tmp_path_factory) -> tuple[list[dict], list[dict]]:
+    """The fp32 ONNX Runtime decisions every faster path is held to."""
+    segments, rows, _ = _classify(demo_set.broadcast, int8_bundle, tmp_path_factory.mktemp("fp32"),
+                                  "--engine", "onnxruntime", "--precision", "fp32")
+    return segments, rows
+
+
+@pytest.mark.parametrize("engine, precision, expect", [
+    ("auto", "auto", "engine=openvino precision=int8"),          # what the daemon picks by itself here
+    ("onnxruntime", "int8", "engine=onnxruntime precision=int8"),  # a machine without OpenVINO
+    ("openvino", "bf16", "engine=openvino precision=bf16"),
+])
+def test_faster_paths_agree_with_fp32_and_scores_hold(int8_bundle, demo_set, fp32_reference, tmp_path, engine, precision, expect):
+    """The issue's guard, per path: on the demo test broadcast the decided label of at least
+    99% of windows is the fp32 one, and no evaluate figure drops by more than 0.5 points.
+    (ONNX Runtime's default MinMax int8 missed it on this bundle, 97% of windows; the NNCF
+    file export-backbone writes now keeps them all: bench/RESULTS.md section 6b.)"""
     from detector.scoring import score
     from detector.segments import Segment, read_labels
 
-    video = demo_set.broadcast
-    ref_seg, ref_rows, _ = _classify(video, int8_bundle, tmp_path / "fp32", "--engine", "onnxruntime", "--precision", "fp32")
-    int8_seg, int8_rows, log = _classify(video, int8_bundle, tmp_path / "auto", "--engine", "auto", "--precision", "auto")
-    assert "engine=openvino precision=bf16" in log or "engine=openvino precision=int8" in log, log[-2000:]
-    assert len(ref_rows) == len(int8_rows) > 50
+    ref_seg, ref_rows = fp32_reference
+    got_seg, got_rows, log = _classify(demo_set.broadcast, int8_bundle, tmp_path / "out", "--engine", engine, "--precision", precision)
+    assert expect in log, log[-2000:]
+    assert len(ref_rows) == len(got_rows) > 50
     times = [float(r["time"]) for r in ref_rows]
-    decided = np.mean([_label_at(ref_seg, t) == _label_at(int8_seg, t) for t in times])
-    assert decided >= 0.99, f"int8 decisions agree with fp32 on {decided:.1%} of windows"
+    decided = np.mean([_label_at(ref_seg, t) == _label_at(got_seg, t) for t in times])
+    assert decided >= 0.99, f"{expect}: decisions agree with fp32 on {decided:.1%} of windows"
     truth = read_labels(demo_set.truth_csv, {"commercial"})
     duration = max(s["end"] for s in ref_seg)
 
     def figures(segs: list[dict]) -> dict:
         return score([Segment(s["start"], s["end"], s["label"], s["is_ad"], s["confidence"]) for s in segs], truth, duration)
 
-    ref, got = figures(ref_seg), figures(int8_seg)
+    ref, got = figures(ref_seg), figures(got_seg)
     for key in ("frame_accuracy", "ad_precision", "ad_recall", "ad_f1", "boundary_recall_1s", "boundary_recall_2s"):
-        assert got[key] >= ref[key] - 0.005, f"{key}: int8 {got[key]} vs fp32 {ref[key]}"
+        assert got[key] >= ref[key] - 0.005, f"{key}: {expect} {got[key]} vs fp32 {ref[key]}"
     assert ref["frame_accuracy"] >= 0.9       # the reference itself is a working model
 
 
