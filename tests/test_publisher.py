@@ -77,11 +77,16 @@ def recv(sock: zmq.Socket, timeout: float = 3.0, skip_probes: bool = True) -> li
 def wait_subscribed(pub: Publisher, sock: zmq.Socket, timeout: float = 5.0) -> None:
     """Publish probes until the SUB gets one: ZeroMQ's slow-joiner problem, made deterministic."""
     deadline = time.monotonic() + timeout
+    first = pub.last_seq
+    sent = 0
     while time.monotonic() < deadline:
         pub.publish("stream.up", PROBE)
+        sent += 1
         if sock.poll(100):
             frames = sock.recv_multipart()
             assert frames[0] == f"stream.up/{PROBE}".encode()
+            # every probe has its seq before we return, so callers can count from pub.last_seq
+            wait_until(lambda: pub.last_seq >= first + sent)
             return
     raise AssertionError("subscription never reached the publisher")
 
@@ -133,6 +138,8 @@ def test_every_event_is_in_the_journal_before_it_is_received(ctx, make_publisher
     pub = make_publisher(journal_path=path)
     sub = subscriber(ctx, pub.endpoint)
     wait_subscribed(pub, sub)
+    # wait_subscribed re-sends its probe until one arrives, so it may have used several seqs
+    probes = pub.last_seq
     kinds = ["stream.up", "segment.start", "segment.end", "stream.down"] * 5
     for i, kind in enumerate(kinds, 1):
         fields = {"stream.up": {"source": "rtsp://cam/live"}, "stream.down": {"reason": "stalled"},
@@ -144,7 +151,7 @@ def test_every_event_is_in_the_journal_before_it_is_received(ctx, make_publisher
         # read the journal at the moment the subscriber holds the event
         journaled = {e["seq"]: e for e in read_journal(path)}
         assert journaled.get(event["seq"]) == event
-    wait_until(lambda: pub.last_seq == len(kinds) + 1)  # the probe came first
+    wait_until(lambda: pub.last_seq == probes + len(kinds))
     seqs = [e["seq"] for e in read_journal(path)]
     assert seqs == list(range(1, pub.last_seq + 1))  # strictly increasing from 1, nothing missing
 

@@ -31,6 +31,7 @@ import pytest
 from livekit import REPO, Daemon, Listener, write_config
 
 EXIT_BOUND_SECONDS = 15.0
+DYING_SECONDS = 0.5     # from the fault to /healthz 503: the exception unwinding, one poll
 
 SITECUSTOMIZE = '''\
 """Fault injection written by tests/test_watchdog.py; never part of the daemon."""
@@ -223,13 +224,19 @@ def test_a_dead_thread_makes_the_daemon_exit_1(tmp_path, bundle_dir: Path, broad
     assert len([t for t in pings if t > r["injected"]]) <= 1, msgs
     assert any(m.startswith(f"STATUS=thread {watched} died") for _, m in msgs), msgs
 
-    # /healthz: 200 before; after the fault never 200 again, and 503 naming the thread for as
-    # long as the server still answers (the ~0.2 s the shutdown takes: a 20 ms poll usually
-    # sees several; the metrics server cannot answer at all once its own thread is gone)
+    # /healthz: 200 before; 503 naming the thread from the moment the thread is gone, never 200
+    # after that, for as long as the server still answers (the ~0.2 s the shutdown takes: a 20 ms
+    # poll usually sees several; the metrics server cannot answer at all once its own thread is
+    # gone). The marker is sent just before the raise, and the thread is only gone once its
+    # exception has unwound (capture releases its source in a `finally`), so a request in those
+    # few milliseconds may still see 200; DYING_SECONDS bounds that.
     inj = r["injected"]
     before = [s for _, answered, s, _ in r["health"] if answered < inj and s is not None]
     assert before and before[-1] == 200, r["health"][-20:]
-    after_fault = [(s, b) for asked, _, s, b in r["health"] if asked > inj and s is not None]
+    after_marker = [(asked, s, b) for asked, _, s, b in r["health"] if asked > inj and s is not None]
+    assert all(s != 200 for asked, s, _ in after_marker if asked > inj + DYING_SECONDS), after_marker[:5]
+    first_503 = next((asked for asked, s, _ in after_marker if s == 503), inj + DYING_SECONDS)
+    after_fault = [(s, b) for asked, s, b in after_marker if asked >= first_503]
     assert all(s == 503 for s, _ in after_fault), after_fault[:5]
     if fault == "metrics-http":
         assert all(s is None for asked, _, s, _ in r["health"] if asked > inj + 1.0), r["health"][-10:]
