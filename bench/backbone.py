@@ -3,7 +3,9 @@
   (a) the original tutorial's way: Keras `model.predict` on a batch of 1, once per frame;
   (b) ONNX Runtime fp32, batch 16, 2 intra-op threads, on the real exported backbone.onnx;
   (c) what else exists: Keras called directly, ORT fp32 at other batch sizes, and, exploratory,
-      ORT int8 (dynamic and static QDQ quantization of a copy via onnxruntime.quantization).
+      ORT int8: dynamic and static QDQ (MinMax) copies via onnxruntime.quantization, and the
+      NNCF copy that `export-backbone --quantize int8` ships (export/quantize.py);
+  (d) OpenVINO fp32, bf16 and int8 (the int8 of the bundle when it has one, else both copies).
 
 Every path is warmed up, then measured in several interleaved rounds (a, b, c, a, b, c, ...)
 so that a change in the load of a shared machine hits all paths alike; the ratios are the
@@ -167,7 +169,12 @@ def quantize(model: Path, kind: str, calib: np.ndarray, out_dir: Path) -> tuple[
             log("quantization pre-processing (shape inference, graph optimisation)")
             quant_pre_process(str(model), str(pre), skip_symbolic_shape=True)  # no sympy needed
         tmp = target.with_name(f".{target.name}.partial")
-        if kind == "dynamic":
+        if kind == "nncf":
+            from export.quantize import quantize_model
+
+            log(f"NNCF int8 quantization (the shipped quantizer, first conv fp32) on {len(calib)} real frames")
+            quantize_model(model, calib, tmp, progress=False)
+        elif kind == "dynamic":
             log("dynamic int8 quantization (weights int8, activations quantized at run time)")
             quantize_dynamic(str(pre), str(tmp), weight_type=QuantType.QUInt8)
         else:
@@ -184,13 +191,11 @@ def quantize(model: Path, kind: str, calib: np.ndarray, out_dir: Path) -> tuple[
 
 
 def agreement(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
-    """How close quantized features are to fp32: cosine similarity per frame, and relative error."""
-    num = (ref * got).sum(axis=1)
-    den = np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1) + 1e-12
-    cos = num / den
-    rel = np.linalg.norm(ref - got, axis=1) / (np.linalg.norm(ref, axis=1) + 1e-12)
-    return {"cosine_mean": round(float(cos.mean()), 5), "cosine_min": round(float(cos.min()), 5),
-            "rel_l2_err_mean": round(float(rel.mean()), 5), "frames": int(len(ref))}
+    """How close quantized features are to fp32: the export guard's own figures (raw cosine,
+    cosine centred on the fp32 mean, which is what tells frames apart, relative L2 error)."""
+    from export.quantize import compare_features
+
+    return compare_features(ref, got)
 
 
 # ----------------------------------------------------------------------------- main
@@ -213,8 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keras-weights", default="none", help="Keras backbone weights: none (random, default) or imagenet/PATH")
     p.add_argument("--no-keras", action="store_true", help="skip the Keras paths (no TensorFlow)")
     p.add_argument("--keras-batch", type=int, default=16, help="also time a batched Keras call of this size (0: no)")
-    p.add_argument("--int8", choices=["none", "dynamic", "static", "both"], default=None,
-                   help="exploratory int8 paths (default both; none with --quick)")
+    p.add_argument("--int8", choices=["none", "dynamic", "static", "nncf", "all"], default=None,
+                   help="ONNX Runtime int8 paths: dynamic, static (MinMax), nncf (the shipped quantizer) (default all; none with --quick)")
     p.add_argument("--int8-batches", default="1,16", help="batch sizes for the int8 paths (default 1,16)")
     p.add_argument("--calib-frames", type=int, default=32, help="frames for static calibration (default 32)")
     p.add_argument("--openvino", default="fp32,bf16,int8",
@@ -229,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
         args.int8 = args.int8 or "none"
         args.max_wait = min(args.max_wait, 0.0)
         args.gate_budget = min(args.gate_budget, 10.0)
-    int8_kinds = {"none": [], "dynamic": ["dynamic"], "static": ["static"], "both": ["dynamic", "static"], None: ["dynamic", "static"]}[args.int8]
+    int8_kinds = {"none": [], "dynamic": ["dynamic"], "static": ["static"], "nncf": ["nncf"],
+                  "all": ["dynamic", "static", "nncf"], None: ["dynamic", "static", "nncf"]}[args.int8]
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     onnx_path = ensure_backbone(args.model)
@@ -266,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         int8_info[kind]["size_mb"] = round(qpath.stat().st_size / 1e6, 1)
         sessions[kind] = sess
         for b in [int(x) for x in args.int8_batches.split(",") if x.strip()]:
-            paths.append(Runner(f"ORT int8 {kind}, batch {b} (exploratory)", f"ort-int8-{kind}", b, ort_run(sess),
+            paths.append(Runner(f"ORT int8 {kind}, batch {b}", f"ort-int8-{kind}", b, ort_run(sess),
                                f"{args.threads} intra-op threads"))
 
     # OpenVINO: the product's own runner (detector.inference.OpenVinoRunner), on the same files
@@ -282,19 +288,20 @@ def main(argv: list[str] | None = None) -> int:
     bundle_int8 = ((manifest.get("backbone") or {}).get("variants") or {}).get("int8")
     for kind in ov_kinds if caps is not None else []:
         if kind == "int8":
-            qfile = args.model / bundle_int8["file"] if bundle_int8 else (Path(int8_info["static"]["file"]) if int8_info.get("static", {}).get("file") else None)
-            if qfile is None:
-                qfile, how = quantize(onnx_path, "static", calib, OUT / "int8" / args.model.name)
-            if qfile is None:
-                continue
-            file, note = qfile, ("the bundle's calibrated backbone.int8.onnx" if bundle_int8 else "QDQ copy, MinMax calibration on demo frames")
+            # the bundle's own int8 file when it has one; else each quantized copy made above
+            if bundle_int8:
+                files = [(args.model / bundle_int8["file"], "the bundle's calibrated backbone.int8.onnx", "int8")]
+            else:
+                files = [(Path(int8_info[k]["file"]), f"{k} QDQ copy, calibrated on demo frames", f"int8-{k}")
+                         for k in ("nncf", "static") if int8_info.get(k, {}).get("file") and k in sessions]
         else:
-            file, note = onnx_path, "backbone.onnx"
-        runner = OpenVinoRunner(file, kind, args.threads)
-        got = runner(np.ascontiguousarray(pool[:32]))
-        ov_info[kind] = {"file": str(file), "agreement_vs_fp32": agreement(reference, got), "note": note}
-        for b in ([int(x) for x in args.openvino_batches.split(",") if x.strip()] if kind == "int8" else [16]):
-            paths.append(Runner(f"OpenVINO {kind}, batch {b}", f"openvino-{kind}", b, runner, f"{args.threads} threads; {note}"))
+            files = [(onnx_path, "backbone.onnx", kind)]
+        for file, note, tag in files:
+            runner = OpenVinoRunner(file, kind, args.threads)
+            got = runner(np.ascontiguousarray(pool[:32]))
+            ov_info[tag] = {"file": str(file), "agreement_vs_fp32": agreement(reference, got), "note": note}
+            for b in ([int(x) for x in args.openvino_batches.split(",") if x.strip()] if kind == "int8" else [16]):
+                paths.append(Runner(f"OpenVINO {tag}, batch {b}", f"openvino-{tag}", b, runner, f"{args.threads} threads; {note}"))
     if caps is None and ov_kinds:
         log("OpenVINO not installed (pip install openvino): its paths are skipped")
 
@@ -361,18 +368,17 @@ def main(argv: list[str] | None = None) -> int:
           "'cores used' / 'others\' cores': CPU this process / all other processes used while each path ran (mean of rounds); "
           f"'uncontended': median of the rounds in which other processes used < {args.clean_threshold} cores (n rounds)")
     print(text)
+    def figures(agree: dict[str, Any]) -> str:
+        return (f"features vs ORT fp32 on {agree['frames']} frames: cosine mean {agree['cosine_mean']}, "
+                f"centred cosine mean {agree['centred_cosine_mean']} (min {agree['centred_cosine_min']}), "
+                f"relative L2 error {agree['relative_l2_error']}")
+
     for kind, info in int8_info.items():
         agree = info.get("agreement_vs_fp32")
-        if agree:
-            print(f"int8 {kind} (exploratory): features vs fp32 on {agree['frames']} frames: cosine mean {agree['cosine_mean']}, "
-                  f"min {agree['cosine_min']}, relative L2 error {agree['rel_l2_err_mean']}; {info['how']}")
-        else:
-            print(f"int8 {kind} (exploratory): {info['how']}")
-    for kind in ov_kinds:
-        agree = (ov_info.get(kind) or {}).get("agreement_vs_fp32")
-        if agree:
-            print(f"OpenVINO {kind}: features vs ORT fp32 on {agree['frames']} frames: cosine mean {agree['cosine_mean']}, "
-                  f"min {agree['cosine_min']}, relative L2 error {agree['rel_l2_err_mean']}")
+        print(f"ORT int8 {kind}: {figures(agree)}; {info['how']}" if agree else f"ORT int8 {kind}: {info['how']}")
+    for tag, info in ov_info.items():
+        if isinstance(info, dict) and info.get("agreement_vs_fp32"):
+            print(f"OpenVINO {tag}: {figures(info['agreement_vs_fp32'])}")
     best = max(paths, key=lambda p: p.fps)
     print(f"fastest: {best.name} at {best.fps:.1f} frames/s; target (DESIGN.md): 120 frames/s on 2 cores")
 
