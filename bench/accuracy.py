@@ -44,7 +44,7 @@ def verdict(value: Any, op: str, target: float) -> str:
 
 
 def make_broadcast(path: Path, seed: int, duration: float) -> Path:
-    from detector.demodata import _video_is_valid, write_broadcast
+    from detector.demo.data import _video_is_valid, write_broadcast
 
     size, fps = (640, 360), 25.0   # the demo set's size and rate
     if not (_video_is_valid(path, int(round(duration * fps)), size) and path.with_suffix(".csv").is_file()):
@@ -56,7 +56,7 @@ def make_broadcast(path: Path, seed: int, duration: float) -> Path:
 
 def explain(video: Path, truth: Path, model: Path) -> dict[str, Any]:
     """Predicted ad segments (from the real `classify`) beside the true ad breaks."""
-    from detector.segments import read_labels
+    from detector.analysis.segments import read_labels
 
     out_dir = OUT / "accuracy" / f"classify-{video.stem}"
     run_cli(["classify", video, "-m", model, "-o", out_dir, "--no-progress"], capture=True)
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     args.data = args.data or OUT / "demo-full"
     args.model = args.model or OUT / "bundle-full"
 
-    from detector.demodata import generate_demo_set
+    from detector.demo.data import generate_demo_set
 
     t0 = time.perf_counter()
     built = not (read_manifest(args.model) or {}).get("sequence")

@@ -6,7 +6,7 @@ The recording is the demo generator's broadcast (seed 7) at 1280x720, 25 fps, as
 in one run:
   1. decode only: `grab()` every frame (what any analysis must pay);
   2. decode + sample + resize: the engine's frame source (`sample_video`), no model;
-  3. the engine (`detector.offline.analyse`, what `ad-detector classify` runs) with its own
+  3. the engine (`detector.offline.analyse.analyse`, what `ad-detector classify` runs) with its own
      timings: decode_resize_s, backbone_s, sequence_decision_s, total_s;
   4. optionally the real `ad-detector classify` command end to end (model load, all files written).
 
@@ -38,7 +38,7 @@ TARGET_X = 4.0
 
 def make_recording(out_dir: Path, duration: float, seed: int, size: tuple[int, int], fps: float, codecs: list[str]) -> dict[str, Path]:
     """The 720p broadcast as mp4v (OpenCV) and H.264 (ffmpeg), made once and reused."""
-    from detector.demodata import _video_is_valid, write_broadcast
+    from detector.demo.data import _video_is_valid, write_broadcast
 
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"broadcast-{size[1]}p{fps:g}-seed{seed}-{duration:g}s"
@@ -89,7 +89,7 @@ def decode_only(path: Path) -> dict[str, float]:
 
 
 def decode_sample_resize(path: Path, analysis_fps: float, size: tuple[int, int]) -> dict[str, float]:
-    from detector.video import DecodeReport, sample_video
+    from detector.sources.video import DecodeReport, sample_video
 
     report = DecodeReport()
     t0 = time.perf_counter()
@@ -99,9 +99,9 @@ def decode_sample_resize(path: Path, analysis_fps: float, size: tuple[int, int])
 
 
 def run_engine(path: Path, bundle: Any, models: Any, batch: int) -> dict[str, Any]:
-    from detector.offline import analyse
-    from detector.scoring import score
-    from detector.segments import read_labels
+    from detector.offline.analyse import analyse
+    from detector.offline.scoring import score
+    from detector.analysis.segments import read_labels
 
     result = analyse(path, bundle, models, batch_size=batch, progress=True)
     t = {k: round(v, 3) for k, v in result.timings.items()}
@@ -134,8 +134,7 @@ def engine_overlaps_decoding() -> bool:
     """Whether this version of the engine decodes on a thread beside the backbone (prefetch)."""
     import inspect
 
-    from detector import offline
-
+    from detector.offline import analyse as offline
     return "prefetch(" in inspect.getsource(offline.analyse)
 
 
@@ -168,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (read_manifest(args.model) or {}).get("sequence"):
         if args.model.resolve() != (OUT / "bundle").resolve():
             raise SystemExit(f"bench: {args.model} is not a trained bundle (no sequence model in model.json)")
-        from detector.demodata import generate_demo_set
+        from detector.demo.data import generate_demo_set
 
         log(f"building a demo bundle: small demo set in {args.data}, export + train into {args.model}")
         generate_demo_set(args.data, seed=0, train_clips=4, test_clips=2, clip_seconds=8.0, train_recordings=1,
@@ -176,8 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         ensure_bundle(args.model, args.data / "DATA")
     files = make_recording(OUT / "classify", args.duration, args.seed, (w, h), args.fps, codecs)
 
-    from detector.bundle import load_bundle
-    from detector.inference import Models
+    from detector.model.bundle import load_bundle
+    from detector.model.inference import Models
 
     bundle = load_bundle(args.model)
     models = Models(bundle, ["CPUExecutionProvider"])   # as classify: ORT default threads
@@ -255,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
           f"(fp32 backbone, batch {args.batch}), {machine['cores_usable']} cores ({machine['cpu_model']})")
     print(f"load average (1/5/15 min) before: {quiet['load_at_start']}, after: {load_after}")
     print(text)
-    print("engine: shares of the engine's own timings (detector.offline.analyse); "
+    print("engine: shares of the engine's own timings (detector.offline.analyse.analyse); "
           + ("decoding runs on a prefetch thread, so its column is the time the backbone waited for frames. "
              if overlapped else "decoding and the backbone take turns. ")
           + "decode alone / sample+resize alone: separate passes over the same file (grab() of every frame; "

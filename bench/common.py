@@ -81,7 +81,6 @@ def versions(extra: Sequence[str] = ()) -> dict[str, str]:
             out[name] = getattr(mod, "__version__", "?")
     try:
         from detector import __version__
-
         out["ad_detector"] = __version__
     except Exception:  # noqa: BLE001
         pass
@@ -302,8 +301,8 @@ def demo_frames(count: int, size: tuple[int, int] = (299, 299), seconds: float =
 
     import numpy as np
 
-    from detector.demodata import write_clip
-    from detector.video import sample_video
+    from detector.demo.data import write_clip
+    from detector.sources.video import sample_video
 
     frames = []
     with tempfile.TemporaryDirectory(prefix="bench-frames-") as tmp:

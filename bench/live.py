@@ -57,8 +57,8 @@ def metric_sum(text: str, name: str, contains: str = "") -> float:
 
 
 def ensure_media(seconds: float) -> tuple[Path, list]:
-    from detector.demodata import write_broadcast
-    from detector.segments import read_labels
+    from detector.demo.data import write_broadcast
+    from detector.analysis.segments import read_labels
 
     OUT.mkdir(parents=True, exist_ok=True)
     src = OUT / f"live720-{int(seconds)}.mp4"

@@ -3,12 +3,12 @@ and `evaluate` figures are from the fp32 reference (the int8 guard of issue 6, m
 
 For every engine/precision the machine and bundle offer (ONNX Runtime fp32 = reference,
 ONNX Runtime int8, OpenVINO fp32 / bf16 / int8) the same broadcast goes through the same
-engine code as `ad-detector classify` (detector.offline.analyse), one path after another:
+engine code as `ad-detector classify` (detector.offline.analyse.analyse), one path after another:
 
   - x real time of the whole classification (decode + backbone + LSTM + decision);
   - decided-label agreement with fp32 per window (the label of the segment the decision
     stage put each window in), and raw argmax agreement (before smoothing/hysteresis);
-  - the `evaluate` figures (detector.scoring.score) and their change against fp32.
+  - the `evaluate` figures (detector.offline.scoring.score) and their change against fp32.
 
 The bundle gets `backbone.int8.onnx` through the real `export-backbone --quantize int8
 --calibration DATA` when it has none.
@@ -63,13 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     args.data = args.data or OUT / "demo-full"
     args.model = args.model or OUT / "bundle-full"
 
-    from detector.bundle import load_bundle
-    from detector.demodata import generate_demo_set
-    from detector.inference import Models, nvidia_driver_present, openvino_capabilities
-    from detector.offline import analyse
-    from detector.scoring import score
-    from detector.segments import read_labels
-    from detector.benchmark import candidate_paths
+    from detector.model.bundle import load_bundle
+    from detector.demo.data import generate_demo_set
+    from detector.model.inference import Models, nvidia_driver_present, openvino_capabilities
+    from detector.offline.analyse import analyse
+    from detector.offline.scoring import score
+    from detector.analysis.segments import read_labels
+    from detector.offline.bench import candidate_paths
 
     if not (read_manifest(args.model) or {}).get("sequence"):
         demo = generate_demo_set(args.data, seed=0, **small)

@@ -26,7 +26,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 from bench.common import OUT, log, machine_info, now, table, write_json  # noqa: E402
 from faultproxy import FaultProxy  # noqa: E402
-from detector.metrics import DROP_REASONS  # noqa: E402
+from detector.live.metrics import DROP_REASONS  # noqa: E402
 from livekit import Daemon, Listener, RtspServer, to_h264, metric, scrape, write_config  # noqa: E402
 
 FAULTS = ("stall", "cut", "corrupt", "throttle", "resolution")
@@ -44,7 +44,7 @@ def proc_figures(pid: int) -> dict[str, float]:
 
 def ensure_media(out: Path) -> list[Path]:
     """Two ~11-minute H.264 files of different picture sizes (long enough never to end between faults)."""
-    from detector.demodata import write_clip
+    from detector.demo.data import write_clip
 
     out.mkdir(parents=True, exist_ok=True)
     files = [out / f"soak-{w}x{h}.mp4" for w, h in SIZES]

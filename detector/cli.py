@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from detector import __version__
-from detector.errors import RuntimeFailure, UsageError
+from detector.errors import RuntimeFailure, UsageError, need_train_extra
 
 log = logging.getLogger("detector")
 
@@ -23,18 +23,9 @@ def setup_logging(verbose: bool = False) -> None:
                         format="%(asctime)s %(levelname)s %(name)s %(message)s", datefmt="%Y-%m-%dT%H:%M:%S%z")
 
 
-def need_train_extra(command: str) -> None:
-    """Commands that need TensorFlow say so in one line when it is missing."""
-    import importlib.util
-
-    missing = [m for m in ("tensorflow", "keras", "tf2onnx", "onnx") if importlib.util.find_spec(m) is None]
-    if missing:
-        raise UsageError(f"`ad-detector {command}` needs the training extra ({', '.join(missing)} missing): pip install 'ad-detector[train]'")
-
-
 def cmd_export_backbone(args: argparse.Namespace) -> int:
     need_train_extra("export-backbone")
-    from detector.bundle import read_manifest
+    from detector.model.bundle import read_manifest
     from export.backbone import check_weights_arg, export_backbone
 
     out = Path(args.output)
@@ -81,31 +72,31 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from detector.benchmark import bench_command
+    from detector.offline.bench import bench_command
 
     return bench_command(args)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from detector.daemon import run_command
+    from detector.live.daemon import run_command
 
     return run_command(args)
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from detector.offline import classify_command
+    from detector.offline.commands import classify_command
 
     return classify_command(args)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from detector.offline import evaluate_command
+    from detector.offline.commands import evaluate_command
 
     return evaluate_command(args)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from detector.demo import demo_command
+    from detector.demo.command import demo_command
 
     return demo_command(args)
 
@@ -118,7 +109,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     one `CONFIG:LINE: key.path: message` line per error) and exits 2.
     """
     from detector.config import dump_resolved, load_config
-    from detector.security import exposure_warnings
+    from detector.events.curve import exposure_warnings
 
     cfg = load_config(Path(args.config))
     sys.stdout.write(dump_resolved(cfg))
@@ -177,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     def cmd_subscribe(args: argparse.Namespace) -> int:
-        from detector.subscribe import subscribe_command
+        from detector.events.subscribe import subscribe_command
 
         return subscribe_command(args)
 
@@ -200,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_subscribe)
 
     def cmd_keygen(args: argparse.Namespace) -> int:
-        from detector.security import keygen_command
+        from detector.events.curve import keygen_command
 
         return keygen_command(args)
 
@@ -263,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(args.verbose)
-    from detector.video import quiet_native_logs
+    from detector.sources.video import quiet_native_logs
 
     quiet_native_logs()
     try:

@@ -33,7 +33,7 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
 from detector.errors import UsageError
 
 if TYPE_CHECKING:
-    from detector.decision import DecisionSettings
+    from detector.analysis.decision import DecisionSettings
 
 __all__ = [
     "CaptureConfig", "ChannelConfig", "Config", "ConfigError", "CurveConfig", "DecisionConfig", "EventsConfig",
@@ -332,7 +332,7 @@ class InferenceConfig(_Model):
     gpu: GpuConfig = Field(default_factory=GpuConfig)
 
     def gpu_options(self) -> Any:
-        from detector.inference import GpuOptions
+        from detector.model.inference import GpuOptions
 
         return GpuOptions(device_id=self.gpu.device_id, fp16=self.gpu.fp16, tensorrt_cache_dir=self.gpu.tensorrt_cache_dir,
                           io_binding=self.gpu.io_binding, max_batch=self.batch_size)
@@ -363,7 +363,7 @@ class InferenceConfig(_Model):
 
 
 class DecisionConfig(_Model):
-    """Smoothing and hysteresis (see detector.decision) plus how often a window is judged."""
+    """Smoothing and hysteresis (see detector.analysis.decision) plus how often a window is judged."""
 
     enter_threshold: Annotated[float, Strict(), Field(ge=0, le=1)] = 0.7
     exit_threshold: Annotated[float, Strict(), Field(ge=0, le=1)] = 0.3
@@ -381,7 +381,7 @@ class DecisionConfig(_Model):
 
     def to_settings(self) -> DecisionSettings:
         """The pure decider's settings (hop_seconds belongs to the engine, not the decider)."""
-        from detector.decision import DecisionSettings   # numpy: not needed just to check a config
+        from detector.analysis.decision import DecisionSettings   # numpy: not needed just to check a config
 
         return DecisionSettings(enter_threshold=self.enter_threshold, exit_threshold=self.exit_threshold,
                                 min_segment_seconds=self.min_segment_seconds, smoothing_windows=self.smoothing_windows)
@@ -408,10 +408,9 @@ ZmqEndpoint = Annotated[StrictStr, AfterValidator(_check_zmq_endpoint)]
 
 
 def _key_check(check: Any) -> Any:
-    """A validator running a detector.security key-file check; its one-line message is the error."""
+    """A validator running a detector.events.curve key-file check; its one-line message is the error."""
     def validate(v: Path) -> Path:
-        from detector import security
-
+        from detector.events import curve as security
         try:
             check(security, v)
         except security.KeyFileError as exc:

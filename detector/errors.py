@@ -16,3 +16,12 @@ class RuntimeFailure(Exception):
     """A failure at run time with valid input: exit 1."""
 
     exit_code = 1
+
+
+def need_train_extra(command: str) -> None:
+    """Commands that need TensorFlow say so in one line when it is missing (exit 2)."""
+    import importlib.util
+
+    missing = [m for m in ("tensorflow", "keras", "tf2onnx", "onnx") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UsageError(f"`ad-detector {command}` needs the training extra ({', '.join(missing)} missing): pip install 'ad-detector[train]'")

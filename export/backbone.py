@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from detector.bundle import BACKBONE_INPUT, BACKBONE_OUTPUT, FEATURE_DIM, sha256_file
+from detector.model.bundle import BACKBONE_INPUT, BACKBONE_OUTPUT, FEATURE_DIM, sha256_file
 from detector.errors import RuntimeFailure, UsageError
 from export.common import (OPSET, STAGING_PREFIX, invalidate, name_batch_axis, now_rfc3339, prepare_out_dir, quiet_tensorflow,
                            save_onnx, tool_versions, write_manifest)
@@ -63,8 +63,8 @@ def sample_frames(count: int = 8, seed: int = 0) -> np.ndarray:
     """Real decoded frames for the parity check: a short drawn football and commercial clip."""
     import tempfile
 
-    from detector.demodata import write_clip
-    from detector.video import sample_video
+    from detector.demo.data import write_clip
+    from detector.sources.video import sample_video
 
     frames = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from detector import __version__
-from detector.bundle import FORMAT, MANIFEST, read_manifest
+from detector.model.bundle import FORMAT, MANIFEST, read_manifest
 from detector.errors import UsageError
-from detector.fsutil import atomic_path, atomic_write_text
+from detector.util.fsutil import atomic_path, atomic_write_text
 
 log = logging.getLogger(__name__)
 

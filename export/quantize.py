@@ -38,9 +38,9 @@ from typing import Any
 
 import numpy as np
 
-from detector.bundle import BACKBONE_INPUT, read_manifest, sha256_file
+from detector.model.bundle import BACKBONE_INPUT, read_manifest, sha256_file
 from detector.errors import RuntimeFailure, UsageError
-from detector.video import sample_video
+from detector.sources.video import sample_video
 from export.common import STAGING_PREFIX, now_rfc3339, write_manifest
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ MIN_CENTRED_COSINE = 0.97
 
 def calibration_videos(data_dir: Path) -> list[Path]:
     """Every training video (clips of every class and labelled recordings), sorted."""
-    from train.dataset import VIDEO_SUFFIXES
+    from detector.sources.video import VIDEO_SUFFIXES
 
     root = Path(data_dir)
     if not root.is_dir():

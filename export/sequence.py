@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from detector.bundle import SEQUENCE_INPUT, SEQUENCE_OUTPUT
+from detector.model.bundle import SEQUENCE_INPUT, SEQUENCE_OUTPUT
 from detector.errors import RuntimeFailure
 from export.common import OPSET, name_batch_axis, save_onnx
 

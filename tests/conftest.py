@@ -79,7 +79,7 @@ def cache_env(session_dir: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def demo_set(session_dir: Path):
-    from detector.demodata import generate_demo_set
+    from detector.demo.data import generate_demo_set
 
     return generate_demo_set(session_dir / "demo", seed=0, progress=False, **TEST_DEMO)
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import yaml
 
-from detector.demo import to_h264  # noqa: F401  (one conversion for the demo, tests and bench)
+from detector.demo.command import to_h264  # noqa: F401  (one conversion for the demo, tests and bench)
 
 REPO = Path(__file__).resolve().parents[1]
-RTSP_SERVER = REPO / "detector" / "tools" / "rtsp_server.py"
+RTSP_SERVER = REPO / "detector" / "demo" / "rtsp_server.py"
 SYSTEM_PYTHON = "/usr/bin/python3"
 
 

@@ -18,9 +18,9 @@ import cv2
 import pytest
 
 from conftest import assert_usage_error, run_cli
-from detector.scoring import score
-from detector.segments import read_labels
-from detector.timeline import HEIGHT_PX, WIDTH_PX
+from detector.offline.scoring import score
+from detector.analysis.segments import read_labels
+from detector.offline.timeline import HEIGHT_PX, WIDTH_PX
 
 CONTRACT_SUFFIXES = (".segments.json", ".edl", ".txt", ".ffmeta", ".probabilities.csv", ".timeline.png")
 EVALUATE_KEYS = ("frame_accuracy", "ad_precision", "ad_recall", "ad_f1", "boundary_recall_1s", "boundary_recall_2s",
@@ -66,7 +66,7 @@ def classified(demo_set, bundle_dir: Path, tmp_path_factory) -> tuple[Path, subp
 @pytest.fixture(scope="module")
 def short_broadcast(tmp_path_factory) -> Path:
     """A 24 s generated broadcast (programme, one ad break, programme) with its CSV and EDL truth."""
-    from detector.demodata import write_broadcast
+    from detector.demo.data import write_broadcast
 
     path = tmp_path_factory.mktemp("short") / "short.mp4"
     write_broadcast(path, seed=11, duration=24.0, size=(320, 180), progress=False)
@@ -141,7 +141,7 @@ def test_annotated_video_has_every_frame(classified, demo_set) -> None:
 
 def test_classify_finds_every_ad_break_on_the_demo_broadcast(classified, demo_set) -> None:
     out, _ = classified
-    from detector.segments import Segment
+    from detector.analysis.segments import Segment
 
     pred = [Segment(s["start"], s["end"], s["label"], s["is_ad"], s["confidence"])
             for s in json.loads((out / f"{demo_set.broadcast.stem}.segments.json").read_text())]
@@ -171,7 +171,7 @@ def test_formats_picks_a_subset(bundle_dir: Path, demo_set, tmp_path: Path) -> N
 
 
 def test_comskip_output_for_a_29_97_fps_recording(bundle_dir: Path, tmp_path: Path) -> None:
-    from detector.demodata import write_clip
+    from detector.demo.data import write_clip
 
     fps = 30000 / 1001
     clip = tmp_path / "ntsc.mp4"

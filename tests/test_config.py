@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from detector.config import (Config, ConfigError, dump_resolved, load_config, parse_config, redact, redact_text,
                              source_kind)
-from detector.decision import DecisionSettings
+from detector.analysis.decision import DecisionSettings
 from detector.errors import UsageError
 from tests.conftest import REPO, run_cli
 

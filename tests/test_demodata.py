@@ -11,10 +11,10 @@ import cv2
 import numpy as np
 import pytest
 
-from detector import demodata
-from detector.demodata import AD_CLASS, CLASSES, PROGRAMME_CLASS, DemoSet, generate_demo_set, write_broadcast, write_clip
+from detector.demo import data as demodata
+from detector.demo.data import AD_CLASS, CLASSES, PROGRAMME_CLASS, DemoSet, generate_demo_set, write_broadcast, write_clip
 from detector.errors import UsageError
-from detector.segments import Segment, read_labels
+from detector.analysis.segments import Segment, read_labels
 
 SMALL = (160, 90)
 FPS = 25.0

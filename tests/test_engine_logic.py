@@ -8,12 +8,12 @@ import math
 import numpy as np
 import pytest
 
-from detector.boundary import BoundarySettings, Cue, History, choose_boundary, fine_crossing, find_cues, locate
-from detector.decision import Decider, DecisionSettings
-from detector.framestats import frame_stats
-from detector.sampler import Sampler
-from detector.segments import Segment
-from detector.window import Window
+from detector.analysis.boundary import BoundarySettings, Cue, History, choose_boundary, fine_crossing, find_cues, locate
+from detector.analysis.decision import Decider, DecisionSettings
+from detector.analysis.framestats import frame_stats
+from detector.analysis.sampler import Sampler
+from detector.analysis.segments import Segment
+from detector.analysis.window import Window
 from train import windows as W
 
 CLASSES = ["commercial", "football"]

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detector import events
-from detector.events import EventError, decode, encode, make_event, rfc3339
+from detector.events import schema as events
+from detector.events.schema import EventError, decode, encode, make_event, rfc3339
 
 RUN = "0123456789abcdef"
 T0 = 1795888800.123456  # 2026-11-28T18:00:00.123Z

@@ -41,7 +41,7 @@ def fault_lines(log: str, channel: str, kind: str) -> int:
 @pytest.fixture(scope="module")
 def fault_media(session_dir: Path) -> dict[str, Path]:
     """Two RTSP files of different sizes, and an MPEG-TS with a PTS reset and lying rate metadata."""
-    from detector.demodata import write_clip
+    from detector.demo.data import write_clip
 
     out = session_dir / "faults"
     out.mkdir(exist_ok=True)
@@ -159,7 +159,7 @@ def faulty(tmp_path_factory, bundle_dir: Path, fault_media: dict[str, Path]) -> 
 
 @live
 def test_every_fault_kind_is_a_series_from_the_first_scrape(faulty):
-    from detector.faults import FAULT_KINDS
+    from detector.live.faults import FAULT_KINDS
 
     for channel in ("net", "file"):
         assert set(faults(faulty["first_scrape"], channel)) == set(FAULT_KINDS), faulty["first_scrape"][:3000]
@@ -261,11 +261,11 @@ class FakeClock:
 
 
 def test_episode_logged_once_then_cleared_after_quiet(caplog):
-    from detector.faults import FaultEpisodes
+    from detector.live.faults import FaultEpisodes
 
     clock, counted = FakeClock(), []
     eps = FaultEpisodes("c", counted.append, quiet_seconds=5.0, clock=clock)
-    caplog.set_level("INFO", logger="detector.capture")
+    caplog.set_level("INFO", logger="detector.live.capture")
     opened = []
     for _ in range(50):                  # one per frame for 2 s: one episode
         opened.append(eps.occur("decode_error"))
@@ -281,7 +281,7 @@ def test_episode_logged_once_then_cleared_after_quiet(caplog):
 
 
 def test_outage_lasts_until_recovered_not_quiet_time():
-    from detector.faults import FaultEpisodes
+    from detector.live.faults import FaultEpisodes
 
     clock, counted = FakeClock(), []
     eps = FaultEpisodes("c", counted.append, quiet_seconds=5.0, clock=clock)
@@ -298,7 +298,7 @@ def test_outage_lasts_until_recovered_not_quiet_time():
 
 
 def test_rate_monitor_flags_far_off_rates_only():
-    from detector.faults import RateMonitor
+    from detector.live.faults import RateMonitor
 
     def run(arrival_fps: float, nominal: float) -> set:
         m, t, seen = RateMonitor(nominal), 0.0, set()

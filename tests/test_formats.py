@@ -11,10 +11,10 @@ import cv2
 import numpy as np
 import pytest
 
-from detector import formats
+from detector.offline import formats
 from detector.errors import UsageError
-from detector.segments import Segment, parse_edl
-from detector.timeline import HEIGHT_PX, WIDTH_PX, render_timeline
+from detector.analysis.segments import Segment, parse_edl
+from detector.offline.timeline import HEIGHT_PX, WIDTH_PX, render_timeline
 
 CLASSES = ["programme", "commercial"]
 

@@ -15,10 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from detector.bundle import load_bundle
+from detector.model.bundle import load_bundle
 from detector.errors import UsageError
-from detector.security import KeyFileError, load_public_key, load_secret_certificate
-from detector.segments import read_labels
+from detector.events.curve import KeyFileError, load_public_key, load_secret_certificate
+from detector.analysis.segments import read_labels
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from detector.bundle import load_bundle
+from detector.model.bundle import load_bundle
 from detector.errors import UsageError
-from detector.inference import GpuOptions, Models, plan_backbone, provider_options
+from detector.model.inference import GpuOptions, Models, plan_backbone, provider_options
 from tests.conftest import assert_usage_error, copy_bundle, run_cli
 
 CPU = ["CPUExecutionProvider"]
@@ -130,7 +130,7 @@ def frames(backbone_dir) -> np.ndarray:
 
 
 def test_openvino_and_io_binding_give_the_reference_features(backbone_dir, frames):
-    from detector.inference import BoundRunner
+    from detector.model.inference import BoundRunner
 
     bundle = load_bundle(backbone_dir, require_sequence=False)
     ref_models = Models(bundle, CPU, engine="onnxruntime", precision="fp32")
@@ -228,8 +228,8 @@ def test_faster_paths_agree_with_fp32_and_scores_hold(int8_bundle, demo_set, fp3
     99% of windows is the fp32 one, and no evaluate figure drops by more than 0.5 points.
     (ONNX Runtime's default MinMax int8 missed it on this bundle, 97% of windows; the NNCF
     file export-backbone writes now keeps them all: bench/RESULTS.md section 6b.)"""
-    from detector.scoring import score
-    from detector.segments import Segment, read_labels
+    from detector.offline.scoring import score
+    from detector.analysis.segments import Segment, read_labels
 
     ref_seg, ref_rows = fp32_reference
     got_seg, got_rows, log = _classify(demo_set.broadcast, int8_bundle, tmp_path / "out", "--engine", engine, "--precision", precision)
@@ -253,7 +253,7 @@ def test_faster_paths_agree_with_fp32_and_scores_hold(int8_bundle, demo_set, fp3
 # --------------------------------------------------------------------------- ad-detector bench
 
 def test_bench_candidates_and_channel_estimate_are_plain_arithmetic():
-    from detector.benchmark import candidate_paths, channels_carried
+    from detector.offline.bench import candidate_paths, channels_carried
 
     assert candidate_paths({"fp32"}, None, False) == [("onnxruntime", "fp32")]
     assert candidate_paths({"fp32", "int8"}, OV_AMX, True) == [

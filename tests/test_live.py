@@ -44,7 +44,7 @@ def truth_breaks() -> list[tuple[float, float]]:
 
 @pytest.fixture(scope="module")
 def live_media(session_dir: Path) -> Path:
-    from detector.demodata import write_clip
+    from detector.demo.data import write_clip
 
     out = session_dir / "live"
     out.mkdir(exist_ok=True)
@@ -325,7 +325,7 @@ def test_daemon_restart_and_subscriber_kill_lose_no_event_then_a_full_journal_di
     """The real daemon restarted, a `subscribe --resume` SIGKILLed in an ad break and restarted:
     every journaled event printed once, in order. Then the journal's disk fills up: events still
     arrive, /healthz says degraded (200), the metrics say so, and journaling resumes once space is freed."""
-    from detector.journal import read_journal
+    from detector.events.journal import read_journal
     from livekit import Subscriber, fill, mount_small_tmpfs, unmount
 
     disk = tmp_path / "disk"

@@ -16,7 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from detector.errors import UsageError
-from detector.metrics import DROP_REASONS, EVENT_TYPES, Metrics, MetricsServer
+from detector.live.metrics import DROP_REASONS, EVENT_TYPES, Metrics, MetricsServer
 
 CHANNELS = ["news", "sport-1"]
 MODELS = ("backbone", "sequence")

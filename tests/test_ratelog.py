@@ -1,10 +1,10 @@
-"""The shared rate limiter for repeated log lines (detector.ratelog), with a fake clock."""
+"""The shared rate limiter for repeated log lines (detector.util.ratelog), with a fake clock."""
 
 from __future__ import annotations
 
 import threading
 
-from detector.ratelog import RateLimitedLog
+from detector.util.ratelog import RateLimitedLog
 
 
 class Clock:

@@ -7,8 +7,8 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from detector.scoring import score, table
-from detector.segments import Segment
+from detector.offline.scoring import score, table
+from detector.analysis.segments import Segment
 
 DURATION = 300.0
 RATIOS = ("frame_accuracy", "ad_precision", "ad_recall", "ad_f1", "boundary_recall_1s", "boundary_recall_2s")

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from detector import sdnotify
-
+from detector.live import sdnotify
 pytestmark = pytest.mark.skipif(not hasattr(socket, "AF_UNIX"), reason="needs AF_UNIX")
 
 

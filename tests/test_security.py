@@ -18,10 +18,10 @@ import pytest
 import zmq
 import zmq.auth
 
-from detector import events
-from detector.metrics import Metrics
-from detector.publisher import Publisher
-from detector.security import CurveServer, keygen
+from detector.events import schema as events
+from detector.live.metrics import Metrics
+from detector.events.publisher import Publisher
+from detector.events.curve import CurveServer, keygen
 from conftest import CLI, assert_usage_error, cli_env, run_cli
 
 ANY = "tcp://127.0.0.1:*"

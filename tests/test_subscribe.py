@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 import zmq
 
-from detector import events
-from detector.journal import read_journal
-from detector.publisher import Publisher
+from detector.events import schema as events
+from detector.events.journal import read_journal
+from detector.events.publisher import Publisher
 from conftest import CLI, cli_env
 from livekit import Subscriber
 

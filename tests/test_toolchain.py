@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from conftest import CLI, assert_usage_error, cli_env, copy_bundle, run_cli
-from detector.bundle import load_bundle, read_manifest
+from detector.model.bundle import load_bundle, read_manifest
 from detector.errors import UsageError
 
 CONTRACT_FILES = ("backbone.onnx", "sequence.onnx", "model.json")
@@ -106,7 +106,7 @@ def test_onnx_backbone_matches_keras_on_real_frames(backbone_dir: Path, demo_set
     """The exported graph gives the Keras model's features on decoded frames (BGR in, both)."""
     import onnxruntime as ort
 
-    from detector.video import sample_video
+    from detector.sources.video import sample_video
     from export.backbone import build_keras_backbone
 
     frames = [f.image for f in sample_video(first_clip(demo_set, "test", "football"), 1.0, (299, 299))][:2]
@@ -135,12 +135,12 @@ NO_TF_SCRIPT = r"""
 import sys
 from pathlib import Path
 import numpy as np
-import detector, detector.cli, detector.offline, detector.engine, detector.inference, detector.bundle, detector.video
-import detector.features, detector.formats, detector.scoring, detector.segments, detector.demodata, detector.demo
-from detector.bundle import load_bundle
-from detector.inference import Models
-from detector.offline import analyse
-from detector.formats import write_outputs
+import detector, detector.cli, detector.offline.analyse, detector.analysis.engine, detector.model.inference, detector.model.bundle, detector.sources.video
+import detector.model.features, detector.offline.formats, detector.offline.scoring, detector.analysis.segments, detector.demo.data, detector.demo.command
+from detector.model.bundle import load_bundle
+from detector.model.inference import Models
+from detector.offline.analyse import analyse
+from detector.offline.formats import write_outputs
 
 bundle = load_bundle(Path(sys.argv[1]))
 models = Models(bundle, ["CPUExecutionProvider"])
@@ -267,7 +267,7 @@ def test_every_video_unreadable(backbone_dir: Path, tmp_path: Path, cache_env) -
 
 
 def test_every_clip_shorter_than_a_window(backbone_dir: Path, tmp_path: Path, cache_env) -> None:
-    from detector.demodata import write_clip
+    from detector.demo.data import write_clip
 
     data = tmp_path / "DATA"
     for split in ("train", "test"):
@@ -280,8 +280,8 @@ def test_every_clip_shorter_than_a_window(backbone_dir: Path, tmp_path: Path, ca
 
 
 def test_truncated_video_is_used_up_to_where_it_decodes(backbone_dir: Path, demo_set, tmp_path: Path, caplog) -> None:
-    from detector.inference import Models
-    from detector.video import DecodeReport, sample_video
+    from detector.model.inference import Models
+    from detector.sources.video import DecodeReport, sample_video
     from train.dataset import Dataset, Item
     from train.trainer import TrainOptions, extract_all
 

@@ -138,7 +138,7 @@ def decided(log: str, what: str) -> int:
 
 
 def journal_events(path: str) -> list[dict]:
-    from detector.journal import read_journal
+    from detector.events.journal import read_journal
 
     return list(read_journal(Path(path)))
 
@@ -186,9 +186,9 @@ def broadcast(demo_set) -> Path:
 # raising, about 15-20 s into the run (5 analysed frames/s, 1 heartbeat round/s) so the first
 # segment has been decided, and the watched thread it kills
 FAULTS = {
-    "capture": ("detector.capture", "frame_stats", 100, 0.0, "capture-tv"),            # per sampled frame
-    "inference": ("detector.inference", "Models.features", 90, 0.0, "inference"),      # per backbone batch (2 are warm-up)
-    "publisher": ("detector.publisher", "Publisher._send_heartbeats", 18, 0.0, "publisher"),  # per heartbeat round
+    "capture": ("detector.live.capture", "frame_stats", 100, 0.0, "capture-tv"),            # per sampled frame
+    "inference": ("detector.model.inference", "Models.features", 90, 0.0, "inference"),      # per backbone batch (2 are warm-up)
+    "publisher": ("detector.events.publisher", "Publisher._send_heartbeats", 18, 0.0, "publisher"),  # per heartbeat round
     # per serve_forever turn: every 0.2 s and after every request, so by time, not count
     "metrics-http": ("socketserver", "BaseServer.service_actions", 1, 18.0, "metrics-http"),
 }
@@ -265,7 +265,7 @@ def test_a_dead_thread_makes_the_daemon_exit_1(tmp_path, bundle_dir: Path, broad
 # ---------------------------------------------------------------------- ThreadWatch, in-process
 
 def test_threadwatch_logs_a_thread_exception_once_with_its_traceback(caplog):
-    from detector.threadwatch import ThreadWatch
+    from detector.live.threadwatch import ThreadWatch
 
     watch = ThreadWatch()
     box: dict[str, threading.Thread] = {}
@@ -276,7 +276,7 @@ def test_threadwatch_logs_a_thread_exception_once_with_its_traceback(caplog):
     previous = threading.excepthook          # pytest's own, during a test
     watch.install()
     try:
-        caplog.set_level(logging.ERROR, logger="detector.threadwatch")
+        caplog.set_level(logging.ERROR, logger="detector.live.threadwatch")
         box["t"] = threading.Thread(target=boom, name="worker-1")
         watch.watch("worker", lambda: box.get("t"))
         watch.watch("idle", lambda: None)          # never started counts as dead too
@@ -285,7 +285,7 @@ def test_threadwatch_logs_a_thread_exception_once_with_its_traceback(caplog):
     finally:
         watch.uninstall()
     assert threading.excepthook is previous
-    recs = [r for r in caplog.records if r.name == "detector.threadwatch"]
+    recs = [r for r in caplog.records if r.name == "detector.live.threadwatch"]
     assert len(recs) == 1 and recs[0].getMessage() == "thread died thread=worker-1 error=ValueError('bad frame')"
     assert recs[0].exc_info and recs[0].exc_info[0] is ValueError
     dead = watch.dead()
@@ -294,7 +294,7 @@ def test_threadwatch_logs_a_thread_exception_once_with_its_traceback(caplog):
 
 def test_threadwatch_alive_and_error_callables_win():
     """The publisher catches its own exception (to close its sockets): it reports through callables."""
-    from detector.threadwatch import ThreadWatch
+    from detector.live.threadwatch import ThreadWatch
 
     watch = ThreadWatch()
     state = {"alive": True, "error": None}

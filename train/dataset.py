@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from detector.errors import UsageError
-from detector.segments import Segment, read_labels
+from detector.sources.video import VIDEO_SUFFIXES
+from detector.analysis.segments import Segment, read_labels
 
-VIDEO_SUFFIXES = {".mp4", ".mkv", ".avi", ".mov", ".ts", ".m2ts", ".mts", ".mpg", ".mpeg", ".webm", ".flv", ".wmv", ".m4v", ".3gp"}
 SPLITS = ("train", "test")
 
 

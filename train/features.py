@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from detector.errors import UsageError
-from detector.features import extract_features
-from detector.fsutil import atomic_path
+from detector.model.features import extract_features
+from detector.util.fsutil import atomic_path
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from detector.bundle import SEQUENCE_INPUT, SEQUENCE_OUTPUT
+from detector.model.bundle import SEQUENCE_INPUT, SEQUENCE_OUTPUT
 
 
 def build_sequence_model(t: int, d: int, n_classes: int, mean: np.ndarray, variance: np.ndarray,

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from detector.bundle import load_bundle, read_manifest, sha256_file
+from detector.model.bundle import load_bundle, read_manifest, sha256_file
 from detector.errors import UsageError
-from detector.inference import Models
+from detector.model.inference import Models
 from export.common import now_rfc3339, prepare_out_dir, quiet_tensorflow, tool_versions, write_manifest
 from train import windows as W
 from train.dataset import Dataset, Item, discover

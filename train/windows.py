@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from detector.segments import Segment, label_at
+from detector.analysis.segments import Segment, label_at
 
 CLIP, RECORDING, TRANSITION = 0, 1, 2
 KIND_NAMES = {CLIP: "clip", RECORDING: "recording", TRANSITION: "transition"}

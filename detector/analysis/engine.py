@@ -1,0 +1,148 @@
+"""One channel's analysis after the backbone: window -> sequence -> decision -> boundary.
+
+The same object serves the offline classifier (fed from a file as fast as it decodes) and
+the live daemon (fed from the inference thread); only the sinks differ. It is not
+thread-safe: one owner feeds it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from detector.analysis.boundary import BoundarySettings, History, locate
+from detector.model.bundle import Bundle
+from detector.analysis.decision import Decider, DecisionSettings
+from detector.analysis.framestats import FrameStats
+from detector.analysis.segments import Segment
+from detector.analysis.window import Window
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A new segment began at `boundary` (media time); `ended` is the segment it closed."""
+
+    boundary: float
+    decided_at: float
+    is_ad: bool
+    label: str
+    p_ad: float
+    how: str                    # how the boundary was placed: black | cut | model | start
+    ended: Segment | None
+
+
+@dataclass
+class WindowResult:
+    time: float                 # media time of the newest frame
+    probs: np.ndarray           # [C]
+    p_ad: float
+
+
+def expected_lag(bundle: Bundle, default: float) -> float:
+    """The switch latency measured on the bundle's test split, if training recorded it."""
+    lat = ((bundle.manifest.get("evaluation") or {}).get("switch_latency") or {}).get("median_s")
+    return float(lat) if isinstance(lat, (int, float)) and 0 <= lat < 10 else default
+
+
+class ChannelEngine:
+    def __init__(self, bundle: Bundle, probabilities: Callable[[np.ndarray], np.ndarray], decision: DecisionSettings,
+                 hop_seconds: float = 1.0, boundary: BoundarySettings | None = None):
+        self.bundle = bundle
+        self.probabilities = probabilities
+        self.fps = bundle.analysis_fps
+        self.t = bundle.window_frames
+        self.hop = max(1, int(round(hop_seconds * self.fps)))
+        self.window = Window(self.t, self.hop)
+        base = boundary or BoundarySettings()
+        self.boundary_settings = BoundarySettings(**{**base.__dict__, "expected_lag_seconds": expected_lag(bundle, base.expected_lag_seconds)})
+        self.history = History(self.t + int(self.boundary_settings.max_search_seconds * self.fps) + 2 * self.hop + 4)
+        self.decider = Decider(bundle.classes, bundle.ad_classes, decision)
+        self.ad_mask = np.array(bundle.ad_mask)
+        self.segments: list[Segment] = []
+        self._open: tuple[float, bool, str] | None = None    # start, is_ad, label
+        self._p_sum = 0.0
+        self._p_n = 0
+        self.stream_start: float | None = None
+
+    # -- pieces the live daemon also uses
+    def ad_probability(self, windows: np.ndarray) -> np.ndarray:
+        return self.probabilities(windows)[:, self.ad_mask].sum(axis=1)
+
+    def reset(self) -> None:
+        """A gap in the stream: new window, new decision; the open segment stays open."""
+        self.window.reset()
+        self.history.reset()
+        self.decider.reset()
+        self.stream_start = None
+
+    def update_decision(self, settings: DecisionSettings) -> None:
+        self.decider.update_settings(settings)
+
+    def adopt(self, old: "ChannelEngine", keep_window: bool) -> None:
+        """Take over a running channel after a model reload: the open segment always
+        survives; the window and decision state only when the features are compatible
+        (same backbone, same window length), otherwise a fresh window starts."""
+        self._open, self._p_sum, self._p_n = old._open, old._p_sum, old._p_n
+        self.stream_start = old.stream_start
+        if keep_window:
+            self.window, self.history = old.window, old.history
+            settings = self.decider.settings
+            self.decider = old.decider
+            self.decider.update_settings(settings)
+        else:
+            self.stream_start = None
+
+    @property
+    def current(self) -> tuple[float, bool, str] | None:
+        return self._open
+
+    def push(self, t: float, feature: np.ndarray, stats: FrameStats) -> tuple[WindowResult | None, Transition | None]:
+        """Feed one analysed frame; returns the window's result when one was due, and any transition."""
+        if self.stream_start is None:
+            self.stream_start = t
+        self.history.push(t, stats, feature)
+        if not self.window.push(feature, t):
+            return None, None
+        probs = self.probabilities(self.window.current()[None])[0]
+        p_ad = float(np.clip(probs[self.ad_mask].sum(), 0.0, 1.0))
+        result = WindowResult(t, probs, p_ad)
+        self._p_sum += p_ad
+        self._p_n += 1
+        change = self.decider.push(probs, t)
+        if change is None:
+            return result, None
+        if self._open is None:
+            boundary, how = self.stream_start, "start"
+        elif self._open[1] == change.is_ad:
+            # after a reset the decider re-decided the state we were already in: nothing changed
+            self.decider.started(self._open[0])
+            return result, None
+        else:
+            # never a segment shorter than min_segment_seconds, even after the boundary moves back to a cue
+            floor = self._open[0] + max(1.0 / self.fps, self.decider.settings.min_segment_seconds)
+            boundary, how = locate(self.history, change.decided_at, change.search_from, change.is_ad, self.t, self.fps,
+                                   self.ad_probability, self.boundary_settings, floor)
+            boundary = min(boundary, t)
+        ended = self._close(boundary)
+        self._open = (boundary, change.is_ad, change.label)
+        self.decider.started(boundary)
+        return result, Transition(boundary, t, change.is_ad, change.label, change.p_ad, how, ended)
+
+    def _close(self, end: float) -> Segment | None:
+        if self._open is None:
+            return None
+        start, is_ad, label = self._open
+        mean = self._p_sum / self._p_n if self._p_n else 0.5
+        conf = mean if is_ad else 1.0 - mean
+        seg = Segment(start, max(end, start), label, is_ad, round(conf, 4))
+        self.segments.append(seg)
+        self._p_sum, self._p_n = 0.0, 0
+        return seg
+
+    def finish(self, end: float) -> Segment | None:
+        """Close the open segment at `end` (end of file, or shutdown)."""
+        seg = self._close(end)
+        self._open = None
+        return seg

@@ -1,0 +1,2 @@
+"""The quick start (`ad-detector demo`) and its data generator, apart from the runtime.
+"""

@@ -1,0 +1,107 @@
+"""The engine over a recording at full speed: what `classify`, `evaluate` and training share.
+
+Decode -> sample -> backbone in batches -> `ChannelEngine` per frame, exactly the parts the
+live daemon runs; the result (`Analysis`) is what the file writers, the annotated video and
+the scorer read.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from detector.model.bundle import Bundle
+from detector.analysis.decision import DecisionSettings
+from detector.analysis.engine import ChannelEngine, Transition
+from detector.errors import UsageError
+from detector.model.features import batched, prefetch
+from detector.model.inference import Models, nvidia_driver_present
+from detector.analysis.segments import Segment
+from detector.sources.video import DecodeReport, open_video, sample_video
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Analysis:
+    video: Path
+    classes: list[str]
+    ad_classes: list[str]
+    times: np.ndarray                 # newest-frame time of each window
+    probs: np.ndarray                 # [n, C]
+    segments: list[Segment]
+    transitions: list[Transition]
+    duration: float
+    fps: float
+    total_frames: int
+    report: DecodeReport
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def p_ad(self) -> np.ndarray:
+        mask = np.array([c in self.ad_classes for c in self.classes])
+        return self.probs[:, mask].sum(axis=1) if len(self.probs) else np.zeros(0)
+
+
+def default_providers(requested: Sequence[str] | None) -> list[str]:
+    """Offline tools use the GPU when there is one, without complaining when there is not."""
+    if requested:
+        return list(requested)
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"] if nvidia_driver_present() else ["CPUExecutionProvider"]
+
+
+def analyse(video: Path, bundle: Bundle, models: Models, decision: DecisionSettings | None = None, hop_seconds: float = 1.0,
+            batch_size: int = 16, progress: bool = True) -> Analysis:
+    """Run the whole engine over one file."""
+    cap_info = open_video(video)
+    info = cap_info[1]
+    engine = ChannelEngine(bundle, models.probabilities, decision or DecisionSettings(), hop_seconds)
+    report = DecodeReport()
+    times: list[float] = []
+    probs: list[np.ndarray] = []
+    transitions: list[Transition] = []
+    timings = {"decode_resize_s": 0.0, "backbone_s": 0.0, "sequence_decision_s": 0.0}
+    bar = tqdm(total=info.frame_count or None, desc=video.name[-30:], unit="frame", disable=not progress,
+               file=sys.stderr, dynamic_ncols=True)
+    started = time.perf_counter()
+    frames = prefetch(sample_video(video, bundle.analysis_fps, bundle.input_size, report, cap_info))
+    mark = time.perf_counter()
+    for batch in batched(frames, batch_size):
+        t0 = time.perf_counter()
+        timings["decode_resize_s"] += t0 - mark   # time waiting for decoded frames (decoding overlaps the backbone)
+        feats = models.features(np.stack([f.image for f in batch]))
+        t1 = time.perf_counter()
+        timings["backbone_s"] += t1 - t0
+        for frame, feat in zip(batch, feats):
+            result, change = engine.push(frame.media_time, feat, frame.stats)
+            if result is not None:
+                times.append(result.time)
+                probs.append(result.probs)
+            if change is not None:
+                transitions.append(change)
+        mark = time.perf_counter()
+        timings["sequence_decision_s"] += mark - t1
+        bar.update(report.frames_decoded - bar.n)
+        elapsed = mark - started
+        if elapsed > 0:
+            bar.set_postfix_str(f"{report.frames_decoded / elapsed:.0f} fps, {report.last_time / elapsed:.1f}x realtime")
+    bar.close()
+    timings["total_s"] = time.perf_counter() - started
+    fps = report.fps or info.fps or bundle.analysis_fps
+    duration = report.last_time + 1.0 / fps if report.frames_decoded else 0.0
+    if report.truncated:
+        log.warning("decoding stopped early file=%s decoded_until_s=%.2f frames=%d of %d", video, report.last_time,
+                    report.frames_decoded, info.frame_count)
+    if not probs:
+        raise UsageError(f"{video}: too short to classify: {duration:.1f} s decoded, the model needs a window of "
+                         f"{bundle.window_frames / bundle.analysis_fps:.1f} s")
+    engine.finish(duration)
+    return Analysis(video, list(bundle.classes), list(bundle.ad_classes), np.asarray(times), np.stack(probs), engine.segments,
+                    transitions, duration, fps, report.frames_decoded, report, timings)

@@ -1,0 +1,74 @@
+"""`ad-detector classify` and `ad-detector evaluate`: a recording through the engine, then its
+files (classify) or its scores against ground truth (evaluate).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from detector.model.bundle import Bundle, load_bundle
+from detector.model.inference import Models
+from detector.offline.analyse import analyse, default_providers
+from detector.sources.video import open_video
+
+log = logging.getLogger(__name__)
+
+
+def _models(bundle: Bundle, args: argparse.Namespace) -> Models:
+    models = Models(bundle, default_providers(args.providers), engine=args.engine, precision=args.precision)
+    log.info("models loaded bundle=%s engine=%s precision=%s providers=%s classes=%s", bundle.root, models.plan.engine,
+             models.precision, ",".join(models.providers_in_use), ",".join(bundle.classes))
+    return models
+
+
+def _check_video_arg(video: str) -> Path:
+    path = Path(video)
+    open_video(path)[0].release()   # clear errors before any model is loaded
+    return path
+
+
+def classify_command(args: argparse.Namespace) -> int:
+    from detector.offline.formats import FORMATS, check_formats, ensure_writable_dir, write_outputs
+
+    video = _check_video_arg(args.video)
+    formats = check_formats(args.formats or FORMATS)
+    out_dir = Path(args.output)
+    bundle = load_bundle(Path(args.model))   # a bad bundle is refused before OUT_DIR is created
+    ensure_writable_dir(out_dir)
+    models = _models(bundle, args)
+    result = analyse(video, bundle, models, progress=not args.no_progress)
+    written = write_outputs(out_dir, video.stem, result.segments, result.times, result.probs, result.classes,
+                            result.ad_classes, result.fps, result.total_frames, result.duration, formats)
+    if args.annotate:
+        from detector.offline.annotate import write_annotated
+
+        written.append(write_annotated(video, out_dir / f"{video.stem}.annotated.mp4", result, progress=not args.no_progress))
+    ads = [s for s in result.segments if s.is_ad]
+    t = result.timings
+    log.info("classified file=%s duration_s=%.1f ad_segments=%d ad_seconds=%.1f speed_x_realtime=%.1f", video, result.duration,
+             len(ads), sum(s.duration for s in ads), result.duration / max(t["total_s"], 1e-9))
+    for path in written:
+        print(path)
+    return 0
+
+
+def evaluate_command(args: argparse.Namespace) -> int:
+    from detector.offline.scoring import score, table
+    from detector.analysis.segments import read_labels
+
+    video = _check_video_arg(args.video)
+    bundle = load_bundle(Path(args.model))
+    truth = read_labels(Path(args.truth), set(bundle.ad_classes), ad_label=bundle.ad_classes[0])
+    models = _models(bundle, args)
+    result = analyse(video, bundle, models, progress=not args.no_progress)
+    figures = score(result.segments, truth, result.duration)
+    figures["video"] = str(video)
+    figures["speed_x_realtime"] = round(result.duration / max(result.timings["total_s"], 1e-9), 2)
+    print(json.dumps(figures, indent=2))
+    if args.table:
+        print(table(figures), file=sys.stderr)
+    return 0

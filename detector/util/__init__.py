@@ -1,0 +1,2 @@
+"""Small helpers shared by every role: atomic file writes, rate-limited log lines.
+"""
