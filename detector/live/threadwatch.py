@@ -21,18 +21,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from detector.util.threads import WatchedThread
+
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Watched:
-    """One supervised thread: how to find it now (captures replace theirs), and optionally how
-    to tell it is alive and what killed it when the thread handles its own failure."""
-
-    name: str
-    thread: Callable[[], threading.Thread | None]
-    alive: Callable[[], bool] | None = None
-    error: Callable[[], BaseException | None] | None = None
+Watched = WatchedThread   # the supervised-thread record lives in util, so outputs can name theirs
 
 
 @dataclass(frozen=True)
@@ -82,6 +76,9 @@ class ThreadWatch:
     def watch(self, name: str, thread: Callable[[], threading.Thread | None], alive: Callable[[], bool] | None = None,
               error: Callable[[], BaseException | None] | None = None) -> None:
         self._watched.append(Watched(name, thread, alive, error))
+
+    def watch_all(self, threads: list[WatchedThread]) -> None:
+        self._watched.extend(threads)
 
     def names(self) -> list[str]:
         return [w.name for w in self._watched]

@@ -1,0 +1,1 @@
+"""Outputs: one module per way events leave the daemon, behind `base.Output`."""
