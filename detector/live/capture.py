@@ -1,8 +1,8 @@
 """The capture thread of one channel: decode the source, keep the sampled frames, never stall.
 
-OpenCV's VideoCapture (FFmpeg backend) with open and read timeouts; RTSP over TCP. Every
-frame is `grab()`bed (the decoder needs it and it keeps time), only the frames the
-analysis rate keeps are `retrieve()`d and resized, straight into the ring.
+The source (detector.sources: one module per input kind) is opened with its timeouts; every
+frame is `grab()`bed (the decoder needs it and it keeps time), only the frames the analysis
+rate keeps are `retrieve()`d and resized, straight into the ring.
 
 Reconnects: on end of stream, error or a stall, the capture is closed, `stream.down` is
 reported, and it retries with exponential backoff and jitter up to a cap; `stream.up`
@@ -12,10 +12,12 @@ stream made `read()` block past its timeout and then hand out a few buffered fra
 timeout, which keeps a naive "no frame for N s" check happy forever. A capture stuck in
 a call is abandoned (its thread exits when the call returns) and a fresh one started.
 
-The channel timeline (`media_time`) is continuous: each connection's timestamps are
-offset so they continue where the last connection stopped plus the wall-clock gap, and
-a connection change or a timestamp reset/jump bumps `generation` so the engine starts a
-fresh window (never a window that spans a gap).
+The channel timeline (`media_time`, detector.live.timeline) is continuous across
+connections and timestamp resets; a connection change or a timestamp reset/jump bumps
+`generation` so the engine starts a fresh window (never a window that spans a gap).
+
+What the capture learns goes to one `CaptureObserver` (stream up/down, frames, drops,
+reconnects, faults): the orchestrator's per-channel object turns it into metrics and events.
 
 Faults (see detector.live.faults) are reported once per episode through `faults`: an
 unreachable or silent source, a read that ends mid-stream (connection lost, or data the
@@ -29,25 +31,26 @@ programme and ad, exactly where a fresh (blind for a window length) start would 
 from __future__ import annotations
 
 import logging
-import os
 import random
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import cv2
 import numpy as np
 
-from detector.config import redact
-from detector.live.faults import TIMESTAMP_JUMP_SECONDS, FaultEpisodes, RateMonitor
 from detector.analysis.framestats import frame_stats
-from detector.live.ring import FrameMeta, Ring
 from detector.analysis.sampler import Sampler
+from detector.live.faults import FaultEpisodes, RateMonitor
+from detector.live.ring import FrameMeta, Ring
+from detector.live.timeline import ChannelTimeline
+from detector.sources import Source, SourceOptions, open_source, redact
+from detector.sources.video import RESIZE_INTERPOLATION
 
 log = logging.getLogger(__name__)
 
-_OPEN_LOCK = threading.Lock()     # OPENCV_FFMPEG_CAPTURE_OPTIONS is process-wide, read at open
+DEFAULT_FPS = 25.0     # when a source does not announce its rate (for pacing and the rate check)
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,20 @@ class CaptureSettings:
     reconnect_max: float = 30.0
     rtsp_transport: str = "tcp"
 
+    def source_options(self) -> SourceOptions:
+        return SourceOptions(open_timeout=self.open_timeout, read_timeout=self.read_timeout, rtsp_transport=self.rtsp_transport)
+
+
+class CaptureObserver(Protocol):
+    """What a capture reports, from its own thread (implementations must be quick and thread-safe)."""
+
+    def stream_up(self, generation: int) -> None: ...
+    def stream_down(self, reason: str) -> None: ...
+    def frame_captured(self, wall: float) -> None: ...
+    def frame_dropped(self, reason: str) -> None: ...
+    def reconnecting(self) -> None: ...
+    def fault(self, kind: str) -> None: ...
+
 
 def backoff_delays(initial: float, cap: float, rng: random.Random):
     """Exponential backoff with full jitter in [d/2, d], capped (pure generator)."""
@@ -71,51 +88,17 @@ def backoff_delays(initial: float, cap: float, rng: random.Random):
         d = min(cap, d * 2)
 
 
-def ffmpeg_options(settings: CaptureSettings) -> str:
-    """Options for OpenCV's FFmpeg backend (as Frigate passes to ffmpeg)."""
-    opts = ["fflags;+genpts+discardcorrupt"]
-    if settings.kind == "rtsp":
-        opts.append(f"rtsp_transport;{settings.rtsp_transport}")
-    return "|".join(opts)
-
-
-def open_capture(settings: CaptureSettings) -> cv2.VideoCapture:
-    params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(settings.open_timeout * 1000),
-              cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(settings.read_timeout * 1000)]
-    if settings.kind == "device":
-        dev = settings.source
-        index = int(dev.rsplit("video", 1)[1]) if dev.rsplit("video", 1)[-1].isdigit() else dev
-        return cv2.VideoCapture(index, cv2.CAP_V4L2)
-    with _OPEN_LOCK:
-        old = os.environ.get("OPENCV_FFMPEG_CAPTURE_OPTIONS")
-        os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = ffmpeg_options(settings)
-        try:
-            return cv2.VideoCapture(settings.source, cv2.CAP_FFMPEG, params)
-        finally:
-            if old is None:
-                os.environ.pop("OPENCV_FFMPEG_CAPTURE_OPTIONS", None)
-            else:
-                os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = old
-
-
 class Capture:
-    """Owns the capture thread(s) of one channel; everything it learns goes to callbacks.
-
-    on_up(generation), on_down(reason), on_frame() (every decoded frame, for fps and
-    metrics), on_drop(reason) (frames lost), on_reconnect(), on_fault(kind) (a new fault
-    episode, see detector.live.faults).
-    """
+    """Owns the capture thread(s) of one channel; what it learns goes to `observer`."""
 
     def __init__(self, channel: str, settings: CaptureSettings, ring: Ring, analysis_fps: float, input_size: tuple[int, int],
-                 on_up: Callable[[int], None], on_down: Callable[[str], None], on_frame: Callable[[float], None],
-                 on_drop: Callable[[str], None], on_reconnect: Callable[[], None],
-                 on_fault: Callable[[str], None] = lambda kind: None):
+                 observer: CaptureObserver):
         self.channel = channel
         self.settings = settings
         self.ring = ring
         self.analysis_fps = analysis_fps
         self.input_size = input_size
-        self.on_up, self.on_down, self.on_frame, self.on_drop, self.on_reconnect = on_up, on_down, on_frame, on_drop, on_reconnect
+        self.observer = observer
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -123,11 +106,10 @@ class Capture:
         self.generation = 0
         self.up: bool | None = None            # None until the first connection attempt ends
         self.last_progress = time.monotonic()  # monotonic time media time last advanced
-        self._timeline_end = 0.0               # channel time of the last frame
-        self._timeline_wall = None             # wall time of the last frame
+        self.timeline = ChannelTimeline()
         self._rng = random.Random(hash(channel) & 0xFFFF)
         self.started_at = time.monotonic()
-        self.faults = FaultEpisodes(channel, on_fault)
+        self.faults = FaultEpisodes(channel, observer.fault)
         self.source_size: tuple[int, int] | None = None   # (width, height) of the last decoded picture
         self.attempt_started: float | None = None         # monotonic start of a connection attempt not yet flowing
 
@@ -184,7 +166,7 @@ class Capture:
         self.attempt_started = None
         self._set_down("stall")
         self.last_progress = time.monotonic()
-        self.on_reconnect()
+        self.observer.reconnecting()
         self._spawn()
 
     def _current(self, me: int) -> bool:
@@ -194,7 +176,7 @@ class Capture:
         with self._lock:
             was_up, self.up = self.up, False
         if was_up is not False:    # up before, or never reached at start: reported once per outage
-            self.on_down(reason)
+            self.observer.stream_down(reason)
 
     # -- the thread
     def _run(self, me: int) -> None:
@@ -202,7 +184,7 @@ class Capture:
         attempt = 0
         while self._current(me):
             if attempt:
-                self.on_reconnect()
+                self.observer.reconnecting()
             attempt += 1
             reason, flowed = self._session(me)
             if not self._current(me):
@@ -222,9 +204,9 @@ class Capture:
         """One connection: returns why it ended and whether frames flowed."""
         s = self.settings
         t_open = self.attempt_started = time.monotonic()
-        cap = open_capture(s)
+        source = open_source(s.source, s.source_options())
         try:
-            if not cap.isOpened():
+            if not source.open():
                 took = time.monotonic() - t_open
                 # a refusal is quick; a source that accepted and then said nothing used up the timeout
                 kind = "silent" if took >= 0.8 * s.open_timeout else "unreachable"
@@ -232,102 +214,99 @@ class Capture:
                     self.faults.occur(kind, source=redact(s.source), open_seconds=round(took, 1))
                 log.debug("capture cannot open source channel=%s source=%s", self.channel, redact(s.source))
                 return "open_failed", False
-            fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
-            fps = fps if 0 < fps < 1000 else 25.0
-            # a file read at full speed is meant to be fast; everything else should arrive at its rate
-            rate = RateMonitor(fps) if (s.kind != "file" or s.realtime) else None
-            sampler = Sampler(self.analysis_fps)
-            base_ms: float | None = None
-            last_t = None
-            offset = None
-            index = -1
-            pace_start = None
-            up_since: float | None = None
-            flowed = False
-            h, w = self.input_size
-            resized = np.empty((h, w, 3), np.uint8)
-            while self._current(me):
-                t_grab = time.monotonic()
-                if not cap.grab():
-                    if not flowed and self._current(me):
-                        self.faults.occur("silent", source=redact(s.source), waited_seconds=round(time.monotonic() - t_open, 1))
-                    if flowed and s.kind != "file" and time.monotonic() - t_grab >= 0.8 * s.read_timeout and self._current(me):
-                        # the read timed out: the source froze (FFmpeg's own timeout noticed first)
-                        self.faults.occur("stall", waited_seconds=round(time.monotonic() - t_grab, 1))
-                        return "stall", flowed
-                    return ("end_of_stream" if flowed else "read_failed"), flowed
-                if not self._current(me):
-                    return "abandoned", flowed
-                index += 1
-                now_wall, now_mono = time.time(), time.monotonic()
-                ms = cap.get(cv2.CAP_PROP_POS_MSEC)
-                if s.kind == "device" or ms is None or not np.isfinite(ms) or ms < 0:
-                    ms = (now_mono - self.started_at) * 1000.0   # capture cards: arrival time is the timeline
-                if base_ms is None:
-                    base_ms = ms
-                t_conn = (ms - base_ms) / 1000.0
-                backwards = last_t is not None and t_conn < last_t - 0.5
-                if backwards or (last_t is not None and t_conn > last_t + TIMESTAMP_JUMP_SECONDS):
-                    # encoder restart / PTS reset (or a leap): the channel timeline continues from
-                    # where it was plus the wall-clock gap, a fresh window starts, pacing restarts
-                    self.faults.occur("timestamp_reset" if backwards else "timestamp_jump", from_s=last_t, to_s=t_conn)
-                    self.on_drop("timestamp_jump")
-                    base_ms, t_conn, offset = ms, 0.0, None
-                    sampler.reset()
-                    self._new_generation()
-                    if pace_start is not None:
-                        pace_start = (now_mono, 0.0)
-                if offset is None:
-                    gap = (now_wall - self._timeline_wall) if self._timeline_wall is not None else 0.0
-                    offset = self._timeline_end + max(gap, 1.0 / fps) - t_conn if self._timeline_wall is not None else -t_conn
-                t = t_conn + offset
-                if last_t is None or t_conn > last_t:
-                    self.last_progress = now_mono
-                last_t = t_conn
-                if not flowed:
-                    flowed = True
-                    self._new_generation()
-                    with self._lock:
-                        self.up = True
-                    self.attempt_started = None
-                    up_since = now_mono
-                    self.on_up(self.generation)
-                    pace_start = (now_mono, t_conn)
-                self._timeline_end, self._timeline_wall = t, now_wall
-                self.on_frame(now_wall)
-                if rate is not None:
-                    off = rate.frame(now_mono)
-                    if off is not None:
-                        self.faults.occur(off[0], fps=off[1], nominal_fps=fps)
-                if up_since is not None and now_mono - up_since >= self.faults.quiet:
-                    self.faults.recovered(at=up_since)     # flowed long enough: the outage is over
-                    up_since = None
-                self.faults.tick()
-                if s.realtime and pace_start is not None:
-                    ahead = (t_conn - pace_start[1]) - (time.monotonic() - pace_start[0])
-                    if ahead > 0 and self._stop.wait(ahead):
-                        return "stopped", flowed
-                if not sampler.keep(t_conn):
-                    continue
-                ok, frame = cap.retrieve()
-                if not ok or frame is None:
-                    self.on_drop("decode_error")
-                    self.faults.occur("decode_error", frame=index)
-                    continue
-                if frame.ndim == 2:
-                    frame = cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
-                size = (int(frame.shape[1]), int(frame.shape[0]))
-                if size != self.source_size:
-                    if self.source_size is not None:
-                        self.faults.occur("resolution_change", from_size="%dx%d" % self.source_size, to_size="%dx%d" % size)
-                    self.source_size = size
-                cv2.resize(frame, (w, h), dst=resized, interpolation=cv2.INTER_AREA)
-                meta = FrameMeta(index, t, now_wall, now_mono, frame_stats(resized), self.generation)
-                if self.ring.push(resized, meta):
-                    self.on_drop("ring_overflow")
-            return "stopped", flowed
+            return self._read(me, source, t_open)
         finally:
-            cap.release()
+            source.close()
+
+    def _read(self, me: int, source: Source, t_open: float) -> tuple[str, bool]:
+        """Frames of one open connection until it ends, stalls or is abandoned."""
+        s = self.settings
+        fps = source.fps or DEFAULT_FPS
+        # a file read at full speed is meant to be fast; everything else should arrive at its rate
+        rate = RateMonitor(fps) if (source.live or s.realtime) else None
+        sampler = Sampler(self.analysis_fps)
+        clock = self.timeline.connection(fps)
+        index = -1
+        pace_start: tuple[float, float] | None = None
+        up_since: float | None = None
+        flowed = False
+        h, w = self.input_size
+        resized = np.empty((h, w, 3), np.uint8)
+        while self._current(me):
+            t_grab = time.monotonic()
+            if not source.grab():
+                return self._read_ended(me, source, flowed, t_open, t_grab), flowed
+            if not self._current(me):
+                return "abandoned", flowed
+            index += 1
+            now_wall, now_mono = time.time(), time.monotonic()
+            position = source.position() if source.clock == "stream" else None
+            if position is None:
+                position = now_mono - self.started_at    # capture cards: arrival time is the timeline
+            placed = clock.place(position, now_wall)
+            if placed.jump:
+                # encoder restart / PTS reset (or a leap): a fresh window starts, pacing restarts
+                self.faults.occur(placed.jump, from_s=placed.jumped_from, to_s=placed.jumped_to)
+                self.observer.frame_dropped("timestamp_jump")
+                sampler.reset()
+                self._new_generation()
+                if pace_start is not None:
+                    pace_start = (now_mono, 0.0)
+            if placed.advanced:
+                self.last_progress = now_mono
+            if not flowed:
+                flowed = True
+                self._new_generation()
+                with self._lock:
+                    self.up = True
+                self.attempt_started = None
+                up_since = now_mono
+                self.observer.stream_up(self.generation)
+                pace_start = (now_mono, placed.t_conn)
+            self.observer.frame_captured(now_wall)
+            if rate is not None:
+                off = rate.frame(now_mono)
+                if off is not None:
+                    self.faults.occur(off[0], fps=off[1], nominal_fps=fps)
+            if up_since is not None and now_mono - up_since >= self.faults.quiet:
+                self.faults.recovered(at=up_since)     # flowed long enough: the outage is over
+                up_since = None
+            self.faults.tick()
+            if s.realtime and pace_start is not None:
+                ahead = (placed.t_conn - pace_start[1]) - (time.monotonic() - pace_start[0])
+                if ahead > 0 and self._stop.wait(ahead):
+                    return "stopped", flowed
+            if not sampler.keep(placed.t_conn):
+                continue
+            frame = source.retrieve()
+            if frame is None:
+                self.observer.frame_dropped("decode_error")
+                self.faults.occur("decode_error", frame=index)
+                continue
+            self._check_size(frame)
+            cv2.resize(frame, (w, h), dst=resized, interpolation=RESIZE_INTERPOLATION)
+            meta = FrameMeta(index, placed.t, now_wall, now_mono, frame_stats(resized), self.generation)
+            if self.ring.push(resized, meta):
+                self.observer.frame_dropped("ring_overflow")
+        return "stopped", flowed
+
+    def _read_ended(self, me: int, source: Source, flowed: bool, t_open: float, t_grab: float) -> str:
+        """Why a read returned no frame: never flowed (silent), froze (stall) or ended."""
+        s = self.settings
+        if not flowed and self._current(me):
+            self.faults.occur("silent", source=redact(s.source), waited_seconds=round(time.monotonic() - t_open, 1))
+        if flowed and source.live and time.monotonic() - t_grab >= 0.8 * s.read_timeout and self._current(me):
+            # the read timed out: the source froze (FFmpeg's own timeout noticed first)
+            self.faults.occur("stall", waited_seconds=round(time.monotonic() - t_grab, 1))
+            return "stall"
+        return "end_of_stream" if flowed else "read_failed"
+
+    def _check_size(self, frame: np.ndarray) -> None:
+        size = (int(frame.shape[1]), int(frame.shape[0]))
+        if size != self.source_size:
+            if self.source_size is not None:
+                self.faults.occur("resolution_change", from_size="%dx%d" % self.source_size, to_size="%dx%d" % size)
+            self.source_size = size
 
     def _new_generation(self) -> None:
         with self._lock:

@@ -16,7 +16,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from detector.errors import UsageError
-from detector.live.metrics import DROP_REASONS, EVENT_TYPES, Metrics, MetricsServer
+from detector.live.metrics import DROP_REASONS, EVENT_TYPES, Metrics
+from detector.live.server import MetricsServer
 
 CHANNELS = ["news", "sport-1"]
 MODELS = ("backbone", "sequence")
@@ -232,3 +233,31 @@ def test_stop_releases_the_port(metrics: Metrics, health: Health) -> None:
     again = MetricsServer(f"127.0.0.1:{port}", metrics, health)
     again.start()
     again.stop()
+
+
+def test_a_client_that_sends_nothing_is_dropped_after_the_timeout(metrics: Metrics, health: Health) -> None:
+    """Slow or silent clients must not pile up server threads when the port is reachable beyond loopback."""
+    import socket
+    import threading
+    import time
+
+    srv = MetricsServer("127.0.0.1:0", metrics, health, client_timeout=0.5)
+    srv.start()
+    try:
+        before = threading.active_count()
+        silent = [socket.create_connection(("127.0.0.1", srv.port), timeout=5) for _ in range(5)]
+        time.sleep(0.2)
+        assert threading.active_count() >= before + 5          # each one holds a handler thread meanwhile
+        t0 = time.monotonic()
+        for s in silent:
+            assert s.recv(1) == b""                              # the server closed it
+        assert time.monotonic() - t0 < 3.0
+        deadline = time.monotonic() + 3
+        while threading.active_count() > before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert threading.active_count() <= before
+        assert get(srv, "/metrics")[0] == 200                   # and the server still answers
+        for s in silent:
+            s.close()
+    finally:
+        srv.stop()

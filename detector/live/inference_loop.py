@@ -1,0 +1,168 @@
+"""The inference thread: cross-channel batches through the backbone, then each channel's engine.
+
+Frames wait in the channels' rings; a batch is cut when it is full or when the oldest frame
+has waited `max_batch_delay_ms` (DeepStream's rule: the timeout starts with the first frame of
+the batch), taking from the channels round-robin so no channel starves (detector.live.batcher).
+One backbone call per batch, then every frame goes to its channel's `ChannelEngine` (the same
+code `classify` runs), whose decisions become `segment.*` events.
+
+A new model (SIGHUP) is handed over with `swap()` and taken at the top of the next turn, so a
+batch never runs half on one model and half on another.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from detector.analysis.engine import ChannelEngine, Transition
+from detector.events.schema import rfc3339
+from detector.live.batcher import allocate, batch_due
+from detector.live.channel import Channel, EventSink
+from detector.live.metrics import Metrics
+from detector.live.ring import FrameMeta
+from detector.model.bundle import Bundle
+from detector.model.inference import Models
+
+log = logging.getLogger("detector.live.daemon")
+
+EngineFactory = Callable[[Bundle, Models, Any], ChannelEngine]
+
+
+class InferenceLoop:
+    def __init__(self, channels: list[Channel], bundle: Bundle, models: Models, batch_size: int, max_batch_delay_ms: int,
+                 metrics: Metrics, events: EventSink, run_id: str, make_engine: EngineFactory):
+        self.channels = channels
+        self.bundle = bundle
+        self.models = models
+        self.batch_size = batch_size
+        self.delay = max_batch_delay_ms / 1000.0
+        self.metrics = metrics
+        self.events = events
+        self.run_id = run_id
+        self.make_engine = make_engine
+        self.last_inference = time.monotonic()
+        self.call_started: float | None = None     # monotonic start of the backbone call in flight
+        self.thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._pending: tuple[Bundle, Models, Any] | None = None
+        self.on_swapped: Callable[[Bundle, Models], None] = lambda bundle, models: None
+
+    # -- control (any thread)
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._run, name="inference", daemon=True)
+        self.thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """The batch in flight finishes; frames still in the rings are left for `drain` to count."""
+        self._stop.set()
+        self._wake.set()
+        if self.thread is not None:
+            self.thread.join(timeout)
+
+    def swap(self, bundle: Bundle, models: Models, decision: Any) -> None:
+        with self._lock:
+            self._pending = (bundle, models, decision)
+        self._wake.set()
+
+    def alive(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+    def moving(self, now: float, limit: float = 10.0) -> bool:
+        """Inference has made progress recently (or had nothing to do)."""
+        return self.alive() and now - self.last_inference < limit
+
+    # -- the thread
+    def _run(self) -> None:
+        h, w = self.bundle.input_size
+        batch = np.empty((self.batch_size, h, w, 3), np.uint8)
+        rr = 0
+        bb_hist = self.metrics.inference_seconds.labels(model="backbone")
+        while not self._stop.is_set():
+            self._apply_pending()
+            now = time.monotonic()
+            sizes = [len(c.ring) for c in self.channels]
+            oldest_t = min((o for o in (c.ring.oldest_mono() for c in self.channels) if o is not None), default=None)
+            if not batch_due(sum(sizes), self.batch_size, oldest_t, now, self.delay):
+                self.last_inference = now if not sum(sizes) else self.last_inference
+                wait = 0.005 if oldest_t is None else max(0.001, min(0.02, self.delay - (now - oldest_t)))
+                self._wake.wait(wait)
+                self._wake.clear()
+                continue
+            take = allocate(sizes, self.batch_size, rr)
+            rr = (rr + 1) % len(self.channels)
+            metas: list[tuple[Channel, FrameMeta]] = []
+            n = 0
+            for ch, k in zip(self.channels, take):
+                if k:
+                    got = ch.ring.pop_into(batch, n, k)
+                    metas += [(ch, m) for m in got]
+                    n += len(got)
+            if not n:
+                continue
+            t0 = time.perf_counter()
+            self.call_started = time.monotonic()
+            feats = self.models.features(batch[:n])
+            self.call_started = None
+            bb_hist.observe(time.perf_counter() - t0)
+            self.metrics.batch_size.observe(n)
+            self.last_inference = time.monotonic()
+            for (ch, meta), feat in zip(metas, feats):
+                self._analyse(ch, meta, feat)
+
+    def _apply_pending(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        bundle, models, decision = pending
+        same_backbone = bundle.backbone_sha256 == self.bundle.backbone_sha256
+        self.bundle, self.models = bundle, models
+        for ch in self.channels:
+            new = self.make_engine(bundle, models, decision)
+            new.adopt(ch.engine, keep_window=same_backbone and bundle.window_frames == ch.engine.t)
+            ch.engine = new
+        self.on_swapped(bundle, models)
+        log.info("model swapped in channels=%d kept_windows=%s", len(self.channels), same_backbone)
+
+    def _analyse(self, ch: Channel, meta: FrameMeta, feat: np.ndarray) -> None:
+        if meta.generation != ch.generation:
+            ch.engine.reset()            # a new connection or a timestamp jump: never a window across the gap
+            ch.generation = meta.generation
+        ch.last_media, ch.last_wall = meta.media_time, meta.wall_time
+        result, tr = ch.engine.push(meta.media_time, feat, meta.stats)
+        ch.analysed += 1
+        self.metrics.frames_analyzed.labels(channel=ch.name).inc()
+        if result is not None:
+            ch.p_ad = result.p_ad
+            self.metrics.ad_probability.labels(channel=ch.name).set(result.p_ad)
+            self.metrics.decision_latency.labels(channel=ch.name).observe(time.monotonic() - meta.mono_time)
+        if tr is not None:
+            self._transition(ch, tr)
+
+    def _transition(self, ch: Channel, tr: Transition) -> None:
+        if tr.ended is not None:
+            e = tr.ended
+            publish_segment(self.events, "segment.end", ch, e.label, e.is_ad, e.confidence, e.end, duration=round(e.duration, 3))
+        ch.segment_no += 1
+        ch.segment_id = f"{ch.name}-{self.run_id[:8]}-{ch.segment_no}"
+        conf = tr.p_ad if tr.is_ad else 1.0 - tr.p_ad
+        log.info("segment start channel=%s label=%s is_ad=%s stream_time=%.2f decided_at=%.2f how=%s", ch.name, tr.label, tr.is_ad,
+                 tr.boundary, tr.decided_at, tr.how)
+        publish_segment(self.events, "segment.start", ch, tr.label, tr.is_ad, round(conf, 4), tr.boundary)
+
+
+def publish_segment(events: EventSink, typ: str, ch: Channel, label: str, is_ad: bool, confidence: float, media_time: float,
+                    **extra: Any) -> None:
+    """A `segment.*` event of `ch`'s current segment, its `time` on the wall clock of the boundary."""
+    if ch.segment_id is None:
+        return
+    events.publish(typ, ch.name, label=label, is_ad=bool(is_ad), confidence=float(confidence), segment_id=ch.segment_id,
+                   time=rfc3339(ch.wall_of(media_time)), stream_time=round(float(media_time), 3), **extra)
