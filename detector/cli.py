@@ -108,10 +108,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     An invalid config raises ConfigError, a UsageError: `main` prints it (a count line, then
     one `CONFIG:LINE: key.path: message` line per error) and exits 2.
     """
-    from detector.config import dump_resolved, load_config
+    import os
+
+    from detector.config import dump_resolved, load_config, state_dir_from
     from detector.events.curve import exposure_warnings
 
-    cfg = load_config(Path(args.config))
+    cfg = load_config(Path(args.config), state_dir_from(os.environ))
     sys.stdout.write(dump_resolved(cfg))
     for warning in exposure_warnings(cfg.events.bind, cfg.events.snapshot_bind, cfg.events.curve is not None):
         print(f"ad-detector: warning: {warning}", file=sys.stderr)

@@ -39,6 +39,41 @@ def _plain_path(value: Any) -> Any:
 
 
 ResolvedPath = Annotated[Path, BeforeValidator(_plain_path), AfterValidator(_resolve)]
+
+
+def _resolve_state(value: str | Path, info: ValidationInfo) -> Path:
+    """Like `_resolve`, but relative to the service's state directory when there is one.
+
+    Under systemd the config directory is read-only for the service and `StateDirectory=`
+    is where its state belongs (systemd passes it as $STATE_DIRECTORY; the CLI hands it in
+    as `state_dir`), so a relative `events.journal` lands there and the unit and the
+    default agree. Without a state directory it resolves like every other path.
+    """
+    ctx = info.context if isinstance(info.context, dict) else {}
+    state = ctx.get("state_dir")
+    p = Path(os.path.expanduser(str(value)))
+    if state is not None and not p.is_absolute():
+        return Path(os.path.abspath(Path(state) / p))
+    return _resolve(value, info)
+
+
+def writable_file_problem(path: Path) -> str | None:
+    """Why the daemon could not create or append to `path`, or None (checked as the current user)."""
+    if path.is_dir():
+        return f"{path} is a directory; give a file path"
+    if path.exists():
+        return None if os.access(path, os.W_OK) else f"{path} is not writable by this user"
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent      # missing directories are created at start: the first existing one must take them
+    if not parent.is_dir():
+        return f"{parent} is not a directory"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot create {path}: {parent} is not writable by this user"
+    return None
+
+
+StatePath = Annotated[Path, BeforeValidator(_plain_path), AfterValidator(_resolve_state)]
 Seconds = Annotated[float, Strict(), Field(gt=0, le=86400)]
 StrictStr = Annotated[str, Strict()]
 StrictBool = Annotated[bool, Strict()]

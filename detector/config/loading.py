@@ -176,8 +176,9 @@ def _yaml_error(exc: Exception, text: str) -> ErrorEntry:
     return "", None, redact_text(f"invalid YAML: {exc}")
 
 
-def parse_config(text: str, origin: str = "<string>", base_dir: Path | None = None) -> Config:
-    """Validate config text. Relative paths resolve against `base_dir` (default: the working directory).
+def parse_config(text: str, origin: str = "<string>", base_dir: Path | None = None, state_dir: Path | None = None) -> Config:
+    """Validate config text. Relative paths resolve against `base_dir` (default: the working
+    directory), a relative journal against `state_dir` when given (systemd's StateDirectory).
 
     Raises ConfigError listing every problem found; never any other exception for any input text.
     """
@@ -206,7 +207,8 @@ def parse_config(text: str, origin: str = "<string>", base_dir: Path | None = No
         raise ConfigError(origin, [("", root.start_mark.line + 1 if root is not None else None,
                                     f"the top level must be a mapping of keys, got {_describe(data)}")])
 
-    context = {"base_dir": Path(os.path.abspath(base_dir)) if base_dir is not None else Path.cwd()}
+    context = {"base_dir": Path(os.path.abspath(base_dir)) if base_dir is not None else Path.cwd(),
+               "state_dir": Path(os.path.abspath(state_dir)) if state_dir is not None else None}
     located: list[tuple[tuple[Any, ...], str]] = []
     config: Config | None = None
     try:
@@ -229,8 +231,9 @@ def parse_config(text: str, origin: str = "<string>", base_dir: Path | None = No
     return config
 
 
-def load_config(path: Path | str) -> Config:
-    """Read and validate a config file; relative paths in it resolve against its directory."""
+def load_config(path: Path | str, state_dir: Path | None = None) -> Config:
+    """Read and validate a config file; relative paths in it resolve against its directory
+    (a relative journal against `state_dir` when the service has one, see `state_dir_from`)."""
     path = Path(path)
     origin = str(path)
     try:
@@ -244,9 +247,17 @@ def load_config(path: Path | str) -> Config:
     except OSError as exc:
         raise ConfigError(origin, [("", None, f"cannot read: {exc.strerror or exc}")]) from None
     absolute = Path(os.path.abspath(path))
-    config = parse_config(text, origin=origin, base_dir=absolute.parent)
+    config = parse_config(text, origin=origin, base_dir=absolute.parent, state_dir=state_dir)
     config._source_path = absolute
+    config._state_dir = state_dir
     return config
+
+
+def state_dir_from(environ: dict[str, str] | os._Environ[str]) -> Path | None:
+    """systemd's `StateDirectory=` as it passes it ($STATE_DIRECTORY, the first of a
+    colon-separated list), or None outside such a service. The CLI calls this, once."""
+    value = environ.get("STATE_DIRECTORY", "").split(":")[0].strip()
+    return Path(value) if value else None
 
 
 def dump_resolved(cfg: Config) -> str:

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from pydantic import AfterValidator, Field, PrivateAttr, Strict, ValidationInfo, field_validator, model_validator
 
 from detector.config.errors import _KeyedError
-from detector.config.fields import (_HOSTPORT_RE, _IPC_MAX_PATH, _NAME_RE, _PROVIDER_RE, _TCP_RE, ResolvedPath, Seconds,
+from detector.config.fields import (StatePath, writable_file_problem, _HOSTPORT_RE, _IPC_MAX_PATH, _NAME_RE, _PROVIDER_RE, _TCP_RE, ResolvedPath, Seconds,
                                     StrictBool, StrictStr, _Model, _overlap, _port, _resolve, _tcp_endpoint)
 from detector.sources import redact, source_kind
 
@@ -231,12 +231,22 @@ class EventsConfig(_Model):
     bind: ZmqEndpoint = "tcp://127.0.0.1:5556"
     snapshot_bind: ZmqEndpoint = "tcp://127.0.0.1:5557"
     heartbeat_seconds: Annotated[float, Strict(), Field(gt=0, le=3600)] = 5.0
-    journal: ResolvedPath = Path("events.jsonl")
+    journal: StatePath = Path("events.jsonl")     # relative: in $STATE_DIRECTORY under systemd, else beside the config
     # rotation by size: events.jsonl -> .1 ... .journal_keep; a replay reads them oldest first
     journal_max_bytes: Annotated[int, Strict(), Field(ge=1024, le=2**40)] = 64 * 1024 * 1024
     journal_keep: Annotated[int, Strict(), Field(ge=1, le=1000)] = 5
     send_hwm: Annotated[int, Strict(), Field(ge=1, le=10_000_000)] = 1000
     curve: CurveConfig | None = None
+
+    @field_validator("journal")
+    @classmethod
+    def _check_journal_writable(cls, v: Path) -> Path:
+        # a journal that cannot be written fails with the first event and only shows as
+        # "degraded": refuse it at start (and in check-config) instead
+        problem = writable_file_problem(v)
+        if problem:
+            raise ValueError(f"{problem} (set events.journal to a writable path, e.g. in the service's state directory)")
+        return v
 
     @field_validator("snapshot_bind")
     @classmethod
@@ -310,6 +320,7 @@ class Config(_Model):
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
     _source_path: Path | None = PrivateAttr(default=None)
+    _state_dir: Path | None = PrivateAttr(default=None)
 
     @model_validator(mode="before")
     @classmethod
@@ -345,6 +356,11 @@ class Config(_Model):
             if mine and other and _overlap(mine, other):
                 raise _KeyedError(("bind",), f"port {mine[1]} is also used by events.{key}")
         return v
+
+    @property
+    def state_dir(self) -> Path | None:
+        """The service's state directory the journal resolved against (SIGHUP reloads use it again)."""
+        return self._state_dir
 
     @property
     def source_path(self) -> Path | None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import threading
 import time
@@ -30,7 +31,7 @@ from typing import Any
 import cv2
 
 from detector.analysis.engine import ChannelEngine
-from detector.config import ChannelConfig, Config, DecisionConfig, load_config, source_kind
+from detector.config import ChannelConfig, Config, DecisionConfig, load_config, source_kind, state_dir_from
 from detector.errors import RuntimeFailure, UsageError
 from detector.events.curve import exposure_warnings
 from detector.events.outputs import Output, build_outputs
@@ -302,7 +303,7 @@ class Daemon:
     def _load_new_model(self) -> None:
         """Load, check against the running bundle, hand over to the inference thread; any problem keeps the old one."""
         try:
-            cfg = load_config(self.cfg.source_path) if self.cfg.source_path is not None else self.cfg
+            cfg = load_config(self.cfg.source_path, self.cfg.state_dir) if self.cfg.source_path is not None else self.cfg
             bundle, models = load_models(cfg)
         except Exception as exc:  # noqa: BLE001 - anything wrong with the new bundle or config: keep running the old one
             log.error("reload refused, keeping the running model error=%r", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
@@ -376,4 +377,4 @@ class Daemon:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    return Daemon(load_config(Path(args.config))).run()
+    return Daemon(load_config(Path(args.config), state_dir_from(os.environ))).run()

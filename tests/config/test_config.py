@@ -509,3 +509,55 @@ def test_bad_journal_rotation_values_name_their_key(key, value, needle):
     assert list(errors) == [f"events.{key}"]
     line, message = errors[f"events.{key}"]
     assert line == 6 and needle in message, message
+
+
+# --------------------------------------------------------------------------- the journal under systemd
+
+def test_a_relative_journal_lands_in_the_service_state_directory(tmp_path):
+    """systemd makes the config directory read-only and passes StateDirectory= as $STATE_DIRECTORY:
+    the shipped config's `journal: events.jsonl` must land there, not beside the config."""
+    conf_dir, state = tmp_path / "etc", tmp_path / "var-lib"
+    conf_dir.mkdir()
+    state.mkdir()
+    path = write(conf_dir, MINIMAL + "events:\n  journal: events.jsonl\n")
+    proc = run_cli("check-config", "-c", path, timeout=60, env={"STATE_DIRECTORY": f"{state}:{tmp_path / 'other'}"})
+    assert proc.returncode == 0, proc.stderr
+    resolved = yaml.safe_load(proc.stdout)
+    assert resolved["events"]["journal"] == str(state / "events.jsonl")
+    assert resolved["model"] == str(conf_dir / "models" / "demo")        # other paths still beside the config
+    absolute = write(conf_dir, MINIMAL + f"events:\n  journal: {tmp_path / 'abs.jsonl'}\n", name="abs.yaml")
+    proc = run_cli("check-config", "-c", absolute, timeout=60, env={"STATE_DIRECTORY": str(state)})
+    assert yaml.safe_load(proc.stdout)["events"]["journal"] == str(tmp_path / "abs.jsonl")
+    proc = run_cli("check-config", "-c", path, timeout=60)               # no service: beside the config, as before
+    assert yaml.safe_load(proc.stdout)["events"]["journal"] == str(conf_dir / "events.jsonl")
+
+
+@pytest.mark.parametrize("journal,needle", [
+    ("a-file/events.jsonl", "is not a directory"),
+    ("a-dir", "is a directory; give a file path"),
+])
+def test_check_config_refuses_a_journal_it_cannot_write(tmp_path, journal, needle):
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "a-dir").mkdir()
+    path = write(tmp_path, MINIMAL + f"events:\n  journal: {journal}\n")
+    proc = run_cli("check-config", "-c", path, timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"{path}:6: events.journal: " in proc.stderr and needle in proc.stderr, proc.stderr
+
+
+def test_check_config_refuses_a_journal_on_a_read_only_disk(tmp_path):
+    """What a service whose config dir is read-only saw: the journal failing from the first event."""
+    from livekit import mount_small_tmpfs, remount, unmount
+
+    disk = tmp_path / "ro"
+    why = mount_small_tmpfs(disk)
+    if why:
+        pytest.skip(why)
+    try:
+        remount(disk, "ro")
+        path = write(tmp_path, MINIMAL + f"events:\n  journal: {disk / 'events.jsonl'}\n")
+        proc = run_cli("check-config", "-c", path, timeout=60)
+        assert proc.returncode == 2, proc.stderr
+        assert "events.journal: " in proc.stderr and "not writable" in proc.stderr, proc.stderr
+    finally:
+        unmount(disk)

@@ -169,4 +169,5 @@ def test_install_notes():
     for unit_name in UNITS:
         text = (SYSTEMD_DIR / unit_name).read_text()
         assert "ad-detector check-config -c /etc/ad-detector/" in text
-        assert "journal: /var/lib/ad-detector/" in text     # config paths resolve against /etc (read-only)
+        # config paths resolve against /etc (read-only); a relative journal goes to the state directory
+        assert "$STATE_DIRECTORY" in text and "/var/lib/ad-detector/" in text and "events.jsonl" in text
