@@ -380,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(info, dict) and info.get("agreement_vs_fp32"):
             print(f"OpenVINO {tag}: {figures(info['agreement_vs_fp32'])}")
     best = max(paths, key=lambda p: p.fps)
-    print(f"fastest: {best.name} at {best.fps:.1f} frames/s; target (DESIGN.md): 120 frames/s on 2 cores")
+    print(f"fastest: {best.name} at {best.fps:.1f} frames/s; target (docs/DESIGN.md): 120 frames/s on 2 cores")
 
     write_json(args.out, {
         "benchmark": "backbone", "date": started, "command": " ".join([Path(sys.executable).name, *sys.argv]),

@@ -1,4 +1,4 @@
-"""The daemon's typed configuration: the sections and their rules (CONTRACT.md "Config").
+"""The daemon's typed configuration: the sections and their rules (docs/CONTRACT.md "Config").
 
 - Every model forbids unknown keys (`extra="forbid"`): a typo such as `enter_treshold` would
   otherwise silently fall back to the default and the operator would never know.

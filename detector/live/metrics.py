@@ -1,6 +1,6 @@
 """Prometheus metrics of the daemon (served by detector.live.http).
 
-Why this module looks the way it does (CONTRACT.md "Metrics", DESIGN.md "Prometheus"):
+Why this module looks the way it does (docs/CONTRACT.md "Metrics", docs/DESIGN.md "Prometheus"):
 
 - Every metric lives in a registry owned by one `Metrics` object, not in prometheus_client's
   global registry, so tests (and a SIGHUP-style rebuild) can create as many as they like
@@ -73,6 +73,7 @@ from importlib import metadata
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import generate_latest
 
+from detector.events.schema import TYPES
 from detector.live.faults import FAULT_KINDS
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ log = logging.getLogger(__name__)
 # analysed (ring_capacity / analysis_fps, 12.8 s at the defaults), and dropping old frames by
 # age would leave holes in the evenly spaced window the sequence model was trained on.
 DROP_REASONS = ("ring_overflow", "decode_error", "timestamp_jump", "shutdown")
-EVENT_TYPES = ("segment.start", "segment.end", "heartbeat", "stream.up", "stream.down")
+EVENT_TYPES = TYPES           # the wire schema's event types (detector.events.schema), one series each
 MODELS = ("backbone", "sequence")
 EVENT_DROP_REASONS = ("hwm", "stopped")
 AUTH_FAILURE_REASONS = ("unknown_key", "handshake")   # detector/events/curve.py CurveServer
@@ -91,7 +92,7 @@ AUTH_FAILURE_REASONS = ("unknown_key", "handshake")   # detector/events/curve.py
 INFERENCE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # Batches are bounded by inference.batch_size; powers of two match how people configure it.
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
-# The target is a median under 3 s (DESIGN.md "Targets"), so resolution is finest around 1-5 s;
+# The target is a median under 3 s (docs/DESIGN.md "Targets"), so resolution is finest around 1-5 s;
 # 30 s catches a pipeline that has fallen badly behind.
 DECISION_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0)
 

@@ -5,7 +5,7 @@ dependency (or libsystemd through ctypes) buys nothing, and this works in contai
 machines without systemd, where every call is simply a no-op returning False.
 
 Why this module reads the environment although config is otherwise passed down as objects
-(DESIGN.md "Rules of the house"): `NOTIFY_SOCKET`, `WATCHDOG_USEC` and `WATCHDOG_PID` are set
+(docs/DESIGN.md "Rules of the house"): `NOTIFY_SOCKET`, `WATCHDOG_USEC` and `WATCHDOG_PID` are set
 by the service manager for this very process; they are the protocol, not configuration.
 
 Notifications must never take the daemon down: a send that fails (socket gone, manager

@@ -1,4 +1,4 @@
-"""The offline output files of `classify` (see CONTRACT.md, "Offline outputs").
+"""The offline output files of `classify` (see docs/CONTRACT.md, "Offline outputs").
 
 Each format is produced by a pure function returning the file's text, so tests and other
 tools can check the exact bytes users get; `write_outputs` is the only part that touches

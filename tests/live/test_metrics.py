@@ -22,7 +22,7 @@ from detector.live.server import MetricsServer
 CHANNELS = ["news", "sport-1"]
 MODELS = ("backbone", "sequence")
 
-# Straight from CONTRACT.md "Metrics": sample name -> label names that must be present.
+# Straight from docs/CONTRACT.md "Metrics": sample name -> label names that must be present.
 CONTRACT_CHANNEL_SERIES = [
     "ad_detector_frames_captured_total",
     "ad_detector_frames_analyzed_total",
