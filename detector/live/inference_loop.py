@@ -13,6 +13,7 @@ batch never runs half on one model and half on another.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from detector.live.metrics import Metrics
 from detector.live.ring import FrameMeta
 from detector.model.bundle import Bundle
 from detector.model.inference import Models
+from detector.util.threads import block_process_signals
 
 log = logging.getLogger("detector.live.daemon")
 
@@ -53,6 +55,7 @@ class InferenceLoop:
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._pending: tuple[Bundle, Models, Any] | None = None
+        self.retired: queue.SimpleQueue[list[Any]] = queue.SimpleQueue()   # models and engines a swap replaced
         self.on_swapped: Callable[[Bundle, Models], None] = lambda bundle, models: None
 
     # -- control (any thread)
@@ -81,6 +84,7 @@ class InferenceLoop:
 
     # -- the thread
     def _run(self) -> None:
+        block_process_signals()       # this thread runs the models: see detector.util.threads
         h, w = self.bundle.input_size
         batch = np.empty((self.batch_size, h, w, 3), np.uint8)
         rr = 0
@@ -124,11 +128,15 @@ class InferenceLoop:
             return
         bundle, models, decision = pending
         same_backbone = bundle.backbone_sha256 == self.bundle.backbone_sha256
+        old: list[Any] = [self.models]
         self.bundle, self.models = bundle, models
         for ch in self.channels:
             new = self.make_engine(bundle, models, decision)
             new.adopt(ch.engine, keep_window=same_backbone and bundle.window_frames == ch.engine.t)
+            old.append(ch.engine)
             ch.engine = new
+        self.retired.put(old)       # released by the thread that loads models, not here (see Daemon.reload)
+        del old
         self.on_swapped(bundle, models)
         log.info("model swapped in channels=%d kept_windows=%s", len(self.channels), same_backbone)
 
