@@ -176,12 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     files = make_recording(OUT / "classify", args.duration, args.seed, (w, h), args.fps, codecs)
 
     from detector.model.bundle import load_bundle
-    from detector.model.inference import Models
+    from detector.model.models import Models
 
     bundle = load_bundle(args.model)
     models = Models(bundle, ["CPUExecutionProvider"])   # as classify: ORT default threads
     models.warm_up()
-    threads = models.backbone.get_session_options().intra_op_num_threads
+    threads = models.backbone.session.get_session_options().intra_op_num_threads
     log(f"bundle {args.model}: analysis {bundle.analysis_fps:g} fps, window {bundle.window_frames} frames; "
         f"ORT intra-op threads {threads or 'default'}")
 
