@@ -65,7 +65,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from detector.model.bundle import load_bundle
     from detector.demo.data import generate_demo_set
-    from detector.model.backends.onnxruntime import nvidia_driver_present
     from detector.model.backends.openvino import openvino_capabilities
     from detector.model.models import Models
     from detector.offline.analyse import analyse
