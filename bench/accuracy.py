@@ -44,10 +44,10 @@ def verdict(value: Any, op: str, target: float) -> str:
 
 
 def make_broadcast(path: Path, seed: int, duration: float) -> Path:
-    from detector.demo.data import _video_is_valid, write_broadcast
+    from detector.demo.write import video_is_valid, write_broadcast
 
     size, fps = (640, 360), 25.0   # the demo set's size and rate
-    if not (_video_is_valid(path, int(round(duration * fps)), size) and path.with_suffix(".csv").is_file()):
+    if not (video_is_valid(path, int(round(duration * fps)), size) and path.with_suffix(".csv").is_file()):
         log(f"drawing the evaluation broadcast (seed {seed}, {duration:g} s) -> {path}")
         path.parent.mkdir(parents=True, exist_ok=True)
         write_broadcast(path, seed=seed, duration=duration, size=size, fps=fps)

@@ -275,10 +275,10 @@ def main(argv: list[str] | None = None) -> int:
             paths.append(Runner(f"ORT int8 {kind}, batch {b}", f"ort-int8-{kind}", b, ort_run(sess),
                                f"{args.threads} intra-op threads"))
 
-    # OpenVINO: the product's own runner (detector.model.inference.OpenVinoRunner), on the same files
+    # OpenVINO: the product's own runner (detector.model.backends.openvino.OpenVinoRunner), on the same files
     ov_kinds = [k for k in args.openvino.split(",") if k.strip() and k != "none"]
     try:
-        from detector.model.inference import OpenVinoRunner, openvino_capabilities
+        from detector.model.backends.openvino import OpenVinoRunner, openvino_capabilities
 
         caps = openvino_capabilities()
     except ImportError:

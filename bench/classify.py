@@ -38,19 +38,19 @@ TARGET_X = 4.0
 
 def make_recording(out_dir: Path, duration: float, seed: int, size: tuple[int, int], fps: float, codecs: list[str]) -> dict[str, Path]:
     """The 720p broadcast as mp4v (OpenCV) and H.264 (ffmpeg), made once and reused."""
-    from detector.demo.data import _video_is_valid, write_broadcast
+    from detector.demo.write import video_is_valid, write_broadcast
 
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"broadcast-{size[1]}p{fps:g}-seed{seed}-{duration:g}s"
     mp4v = out_dir / f"{stem}.mp4"
     n = int(round(duration * fps))
-    if not (_video_is_valid(mp4v, n, size) and mp4v.with_suffix(".csv").is_file()):
+    if not (video_is_valid(mp4v, n, size) and mp4v.with_suffix(".csv").is_file()):
         log(f"drawing the {size[0]}x{size[1]} {fps:g} fps recording ({duration:g} s, seed {seed}) -> {mp4v}")
         write_broadcast(mp4v, seed=seed, duration=duration, size=size, fps=fps)
     files = {"mp4v": mp4v}
     if "h264" in codecs:
         h264 = out_dir / f"{stem}.h264.mp4"
-        if not _video_is_valid(h264, n, size):
+        if not video_is_valid(h264, n, size):
             ff = shutil.which("ffmpeg")
             if not ff:
                 raise SystemExit("bench: ffmpeg not found; install it or pass --codecs mp4v")
@@ -176,12 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     files = make_recording(OUT / "classify", args.duration, args.seed, (w, h), args.fps, codecs)
 
     from detector.model.bundle import load_bundle
-    from detector.model.inference import Models
+    from detector.model.models import Models
 
     bundle = load_bundle(args.model)
     models = Models(bundle, ["CPUExecutionProvider"])   # as classify: ORT default threads
     models.warm_up()
-    threads = models.backbone.get_session_options().intra_op_num_threads
+    threads = models.backbone.session.get_session_options().intra_op_num_threads
     log(f"bundle {args.model}: analysis {bundle.analysis_fps:g} fps, window {bundle.window_frames} frames; "
         f"ORT intra-op threads {threads or 'default'}")
 

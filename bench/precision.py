@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from detector.model.bundle import load_bundle
     from detector.demo.data import generate_demo_set
-    from detector.model.inference import Models, nvidia_driver_present, openvino_capabilities
+    from detector.model.backends.openvino import openvino_capabilities
+    from detector.model.models import Models
     from detector.offline.analyse import analyse
     from detector.offline.scoring import score
     from detector.analysis.segments import read_labels

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     cap.release()
     log(f"{len(frames)} frames of {video.name} ({frames[0].shape[1]}x{frames[0].shape[0]})")
     from detector.model.bundle import load_bundle
-    from detector.model.inference import Models
+    from detector.model.models import Models
 
     models = Models(load_bundle(args.model, require_sequence=False), ["CPUExecutionProvider"], engine="onnxruntime", precision="fp32")
     cv2.setNumThreads(1)

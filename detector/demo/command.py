@@ -210,7 +210,7 @@ def offline_run(video: Path, truth_csv: Path, model_dir: Path, out_dir: Path) ->
     """Classify the broadcast, print breaks beside the truth, write the media-centre files."""
     from detector.model.bundle import load_bundle
     from detector.offline.formats import write_outputs
-    from detector.model.inference import Models
+    from detector.model.models import Models
     from detector.offline.analyse import analyse
     from detector.offline.scoring import score, table
     from detector.analysis.segments import read_labels

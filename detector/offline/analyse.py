@@ -22,7 +22,8 @@ from detector.analysis.decision import DecisionSettings
 from detector.analysis.engine import ChannelEngine, Transition
 from detector.errors import UsageError
 from detector.model.features import batched, prefetch
-from detector.model.inference import Models, nvidia_driver_present
+from detector.model.backends.onnxruntime import nvidia_driver_present
+from detector.model.models import Models
 from detector.analysis.segments import Segment
 from detector.sources.video import DecodeReport, open_video, sample_video
 

@@ -125,7 +125,10 @@ def make_test_video(path: Path, seconds: float = 12.0) -> Path:
 def bench_command(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from detector.model.inference import GPU_PROVIDERS, Models, nvidia_driver_present, openvino_capabilities
+    from detector.model.backends.onnxruntime import nvidia_driver_present
+    from detector.model.backends.openvino import openvino_capabilities
+    from detector.model.models import Models
+    from detector.model.plan import GPU_PROVIDERS
 
     if args.seconds <= 0 or args.rounds < 1 or args.batch < 1 or args.analysis_fps <= 0:
         raise UsageError("--seconds, --rounds, --batch and --analysis-fps must be positive")

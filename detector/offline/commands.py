@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from detector.model.bundle import Bundle, load_bundle
-from detector.model.inference import Models
+from detector.model.models import Models
 from detector.offline.analyse import analyse, default_providers
 from detector.sources.video import open_video
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,9 @@ import pytest
 
 from detector.model.bundle import load_bundle
 from detector.errors import UsageError
-from detector.model.inference import GpuOptions, Models, plan_backbone, provider_options
+from detector.model.backends.onnxruntime import provider_options
+from detector.model.models import Models
+from detector.model.plan import GpuOptions, plan_backbone
 from tests.conftest import assert_usage_error, copy_bundle, run_cli
 
 CPU = ["CPUExecutionProvider"]
@@ -87,6 +88,49 @@ def test_explicit_requests_that_fit_are_kept():
     assert plan.engine == "openvino" and any("GPU provider is available" in n for n in plan.notes)
 
 
+def test_every_engine_name_has_one_backend_and_the_old_names_still_import():
+    from detector.model import inference
+    from detector.model.backends import BACKENDS, BackboneRunner, backend
+    from detector.model.plan import ENGINES
+
+    assert set(BACKENDS) == set(ENGINES) - {"auto"}
+    assert all(issubclass(cls, BackboneRunner) and cls.engine == name for name, cls in BACKENDS.items())
+    with pytest.raises(UsageError, match="no backend runs 'triton'"):
+        backend("triton")
+    assert all(hasattr(inference, name) for name in inference.__all__)
+    assert inference.Models is Models and inference.plan_backbone is plan_backbone
+
+
+def test_a_backend_needs_only_open_and_a_batched_call():
+    """What a remote backend (Ray Serve, Triton) has to write: no local graph, no session."""
+    from detector.model.backends.base import BackboneRunner, RunSettings, SessionInfo
+    from detector.model.plan import Plan
+
+    class Remote(BackboneRunner):
+        engine = "remote"
+
+        def __init__(self) -> None:
+            self.batches: list[int] = []
+
+        @classmethod
+        def open(cls, plan: Plan, settings: RunSettings) -> "Remote":
+            runner = cls()
+            runner.info = SessionInfo(path=plan.file, requested=["serve"], in_use=["serve"], engine=cls.engine,
+                                      precision=plan.precision)
+            return runner
+
+        def __call__(self, images: np.ndarray) -> np.ndarray:
+            assert images.dtype == np.uint8 and images.shape[1:] == (299, 299, 3)
+            self.batches.append(len(images))
+            return np.zeros((len(images), 2048), np.float32)
+
+    runner = Remote.open(Plan("remote", "int8", Path("b/backbone.int8.onnx")), RunSettings())
+    assert runner.warm_up([16, 1, 16, 0], (299, 299)) == 2048
+    assert runner.batches == [1, 16]                    # each distinct batch size once, smallest first
+    assert (runner.precision, runner.providers_in_use, runner.fallbacks) == ("int8", ["serve"], [])
+    runner.close()
+
+
 def test_tensorrt_options_build_one_engine_for_the_batch_range_and_cache_it(tmp_path):
     trt, cuda, cpu = provider_options(ALL, GpuOptions(device_id=1, fp16=True, tensorrt_cache_dir=tmp_path, max_batch=24))
     assert trt["device_id"] == "1" and trt["trt_fp16_enable"] == "1"
@@ -130,7 +174,7 @@ def frames(backbone_dir) -> np.ndarray:
 
 
 def test_openvino_and_io_binding_give_the_reference_features(backbone_dir, frames):
-    from detector.model.inference import BoundRunner
+    from detector.model.backends.onnxruntime import BoundRunner
 
     bundle = load_bundle(backbone_dir, require_sequence=False)
     ref_models = Models(bundle, CPU, engine="onnxruntime", precision="fp32")
@@ -143,7 +187,7 @@ def test_openvino_and_io_binding_give_the_reference_features(backbone_dir, frame
             got = m.features(frames[:n])
             assert got.shape == (n, 2048) and got.dtype == np.float32
             assert float(np.abs(got - ref[:n]).max()) <= rtol * scale, (engine, precision, n)
-    bound = BoundRunner(ref_models.backbone, "cpu")
+    bound = BoundRunner(ref_models.backbone.session, "cpu")
     for n in (3, 12, 3):                           # buffers per batch size, reused
         np.testing.assert_allclose(bound(frames[:n]), ref[:n], rtol=0, atol=1e-6 * scale)
 

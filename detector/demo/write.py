@@ -1,0 +1,282 @@
+"""Labelled video files from the drawings: one-class clips, and broadcasts with exact truth.
+
+The ground truth is known exactly because the broadcast is planned (programme, breaks, spots,
+black gaps) in frames before a pixel is drawn, so every boundary falls on a frame time. A file
+is written through a temporary name and renamed only once it decodes with the expected frame
+count, so an interrupted run never leaves something that looks finished. Seeds derive from
+the item's identity, so an item is the same whether drawn alone, in a worker or in any order.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from detector.analysis.segments import Segment, edl_text, labels_csv_text
+from detector.demo.commercials import Spot, black_frames, commercial_frames, new_spot, spot_frames
+from detector.demo.football import Play, football_frames, new_match
+from detector.demo.paint import Noise, Size, frames_for
+from detector.errors import RuntimeFailure, UsageError
+from detector.util.fsutil import atomic_path, atomic_write_text
+
+CLASSES = ("football", "commercial")
+PROGRAMME_CLASS = "football"
+AD_CLASS = "commercial"
+
+_FOURCC = "mp4v"
+
+
+def derive_seed(seed: int, *parts: str | int) -> int:
+    """A 32-bit seed for one item, from the user's seed and the item's identity.
+
+    Stable across runs and processes (crc32, not Python's salted `hash`), so an item is
+    the same whether it is drawn alone, in a worker, or in a different order.
+    """
+    words = [seed & 0xFFFFFFFF, (seed >> 32) & 0xFFFFFFFF]
+    words += [p & 0xFFFFFFFF if isinstance(p, int) else zlib.crc32(p.encode("utf-8")) for p in parts]
+    return int(np.random.SeedSequence(words).generate_state(1, dtype=np.uint32)[0])
+
+
+def check_args(seconds: float, size: Size, fps: float, what: str) -> Size:
+    """(width, height) when the request can be drawn and encoded, else a UsageError naming `what`."""
+    if not (isinstance(size, Sequence) and len(size) == 2):
+        raise UsageError(f"{what}: size must be (width, height), got {size!r}")
+    w, h = int(size[0]), int(size[1])
+    if w < 32 or h < 32 or w % 2 or h % 2:
+        raise UsageError(f"{what}: size must be even and at least 32x32 (the mp4v encoder needs even sizes), got {w}x{h}")
+    if not (math.isfinite(fps) and fps >= 5.0):
+        raise UsageError(f"{what}: fps must be a number >= 5, got {fps}")
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise UsageError(f"{what}: duration must be > 0 seconds, got {seconds}")
+    return (w, h)
+
+
+def _probe_video(path: Path) -> tuple[int, int, int] | None:
+    """(frame count, width, height) if OpenCV opens the file and decodes a first frame."""
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            return None
+        ok, frame = cap.read()
+        if not ok or frame is None:
+            return None
+        count = int(round(cap.get(cv2.CAP_PROP_FRAME_COUNT)))
+        return count, frame.shape[1], frame.shape[0]
+    finally:
+        cap.release()
+
+
+def video_is_valid(path: Path, frames: int, size: Size) -> bool:
+    if not path.is_file() or path.stat().st_size == 0:
+        return False
+    probe = _probe_video(path)
+    return probe is not None and probe == (frames, size[0], size[1])
+
+
+def _write_video(path: Path, frames: Iterator[np.ndarray], n_frames: int, size: Size, fps: float,
+                 bar: tqdm | None = None) -> None:
+    """Encode frames to `path` (mp4v) through a temporary name, then check it decodes.
+
+    The rename happens only after the check, so an interrupted or broken run never leaves
+    a file that looks like a finished video.
+    """
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*_FOURCC), float(fps), size)
+        if not writer.isOpened():
+            raise RuntimeFailure(f"{path}: OpenCV cannot open an '{_FOURCC}' video writer (is FFmpeg support missing?)")
+        written = 0
+        try:
+            for frame in frames:
+                writer.write(frame)
+                written += 1
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            writer.release()
+        if written != n_frames:
+            raise RuntimeFailure(f"{path}: drew {written} frames, expected {n_frames}")
+        probe = _probe_video(tmp)
+        if probe is None:
+            raise RuntimeFailure(f"{path}: the written video does not open with cv2.VideoCapture")
+        if probe != (n_frames, size[0], size[1]):
+            raise RuntimeFailure(f"{path}: the written video has {probe[0]} frames of {probe[1]}x{probe[2]}, "
+                                 f"expected {n_frames} of {size[0]}x{size[1]}")
+
+
+def write_clip(path: Path, label: str, seconds: float, seed: int, size: tuple[int, int] = (640, 360),
+               fps: float = 25.0) -> None:
+    """One single-class clip.
+
+    Training folders hold one class per clip, so a clip is all football (with camera cuts)
+    or all commercials (one spot after another, cut wherever the clip ends). It has exactly
+    round(seconds * fps) frames; the same (label, seconds, seed, size, fps) gives the same pixels.
+    """
+    if label not in CLASSES:
+        raise UsageError(f"write_clip: label must be one of {', '.join(CLASSES)}, got '{label}'")
+    size = check_args(seconds, size, fps, f"{path}")
+    n = frames_for(seconds, fps)
+    rng = np.random.default_rng(derive_seed(seed, "clip", label))
+    if label == PROGRAMME_CLASS:
+        noise = Noise(rng, size, 4)
+        match = new_match(rng)
+        play = Play(rng)
+        score = (int(rng.integers(0, 4)), int(rng.integers(0, 3)))
+        frames = football_frames(rng, n, size, fps, match, play, float(rng.uniform(0, 5000)),
+                                  float(rng.uniform(0, 85 * 60)), score, noise)
+    else:
+        frames = commercial_frames(rng, n, size, fps)
+    _write_video(Path(path), frames, n, size, fps)
+
+
+@dataclass(frozen=True)
+class _Part:
+    """A run of frames in a broadcast: 'football', 'spot' or 'black' (black belongs to its break)."""
+
+    kind: str
+    frames: int
+
+    @property
+    def label(self) -> str:
+        return PROGRAMME_CLASS if self.kind == "football" else AD_CLASS
+
+
+def _split_total(rng: np.random.Generator, total: float, count: int, lo: float, hi: float) -> np.ndarray:
+    """`count` random lengths in [lo, hi] summing to `total` (equal shares if impossible)."""
+    if not lo * count <= total <= hi * count:
+        return np.full(count, total / count)
+    x = rng.uniform(lo, hi, count)
+    for _ in range(100):
+        diff = total - x.sum()
+        if abs(diff) < 1e-9:
+            break
+        free = (x < hi - 1e-12) if diff > 0 else (x > lo + 1e-12)
+        x[free] += diff / max(int(free.sum()), 1)
+        np.clip(x, lo, hi, out=x)
+    return x * (total / x.sum())
+
+
+def _plan_broadcast(rng: np.random.Generator, n_total: int, fps: float) -> list[_Part]:
+    """Programme (30-70 s) alternating with ad breaks of 2-5 spots (5-15 s); starts and ends with programme.
+
+    About half of the breaks have 0.2-0.6 s black gaps before, between and after their spots,
+    the rest cut directly. Everything is counted in frames so truth falls on frame times.
+    """
+    duration = n_total / fps
+    if duration < 20.0:
+        raise UsageError(f"broadcast duration must be at least 20 s (programme, an ad break, programme), got {duration:.3f}")
+    n_breaks = max(1, int((duration - 50.0) // 90.0))
+    breaks: list[tuple[list[int], list[int] | None]] = []
+
+    def sample_break(short: bool) -> tuple[list[int], list[int] | None]:
+        k = 2 if short else int(rng.integers(2, 6))
+        spots = [frames_for(5.0 if short else rng.uniform(5.0, 15.0), fps) for _ in range(k)]
+        gaps = [frames_for(rng.uniform(0.2, 0.6), fps) for _ in range(k + 1)] if rng.random() < 0.5 else None
+        return spots, gaps
+
+    def break_frames(b: tuple[list[int], list[int] | None]) -> int:
+        return sum(b[0]) + (sum(b[1]) if b[1] else 0)
+
+    for _ in range(200):
+        breaks = [sample_break(False) for _ in range(n_breaks)]
+        programme = n_total - sum(break_frames(b) for b in breaks)
+        if 30.0 * fps * (n_breaks + 1) <= programme <= 70.0 * fps * (n_breaks + 1):
+            break
+    else:  # short broadcasts: minimal breaks, programme takes what is left
+        breaks = [sample_break(True) for _ in range(n_breaks)]
+    programme = n_total - sum(break_frames(b) for b in breaks)
+    if programme < n_breaks + 1:
+        raise UsageError(f"broadcast duration {duration:.3f} s is too short for its ad breaks")
+    shares = _split_total(rng, programme / fps, n_breaks + 1, 30.0, 70.0)
+    edges = np.round(np.concatenate([[0.0], np.cumsum(shares)]) * (programme / shares.sum())).astype(int)
+    edges[-1] = programme
+    prog_frames = [max(1, int(e1 - e0)) for e0, e1 in zip(edges[:-1], edges[1:])]
+    prog_frames[-1] = programme - sum(prog_frames[:-1])
+
+    parts: list[_Part] = []
+    for i, frames in enumerate(prog_frames):
+        parts.append(_Part("football", frames))
+        if i == len(breaks):
+            break
+        spots, gaps = breaks[i]
+        for j, spot in enumerate(spots):
+            if gaps:
+                parts.append(_Part("black", gaps[j]))
+            parts.append(_Part("spot", spot))
+        if gaps:
+            parts.append(_Part("black", gaps[-1]))
+    assert sum(p.frames for p in parts) == n_total
+    return parts
+
+
+def _merged_segments(parts: list[_Part], fps: float) -> list[Segment]:
+    """One segment per programme stretch and one per whole ad break (its black gaps included)."""
+    segments: list[Segment] = []
+    start = 0
+    pos = 0
+    for i, part in enumerate(parts):
+        pos += part.frames
+        if i + 1 == len(parts) or parts[i + 1].label != part.label:
+            segments.append(Segment(start / fps, pos / fps, part.label, part.label == AD_CLASS))
+            start = pos
+    return segments
+
+
+def _broadcast_frames(rng: np.random.Generator, parts: list[_Part], size: Size, fps: float) -> Iterator[np.ndarray]:
+    match = new_match(rng)
+    play = Play(rng)
+    football_noise = Noise(rng, size, 4)
+    ad_noise = Noise(rng, size, 3)
+    t_match = float(rng.uniform(0, 5000))
+    clock0 = float(rng.uniform(0, 40 * 60))
+    score = (int(rng.integers(0, 2)), int(rng.integers(0, 2)))
+    spot: Spot | None = None
+    pos = 0
+    for part in parts:
+        if part.kind == "football":
+            if pos and rng.random() < 0.3:  # a goal happened while we were away
+                score = (score[0] + 1, score[1]) if rng.random() < 0.5 else (score[0], score[1] + 1)
+            yield from football_frames(rng, part.frames, size, fps, match, play, t_match + pos / fps,
+                                        clock0 + pos / fps, score, football_noise)
+        elif part.kind == "spot":
+            spot = new_spot(rng, spot)
+            yield from spot_frames(rng, spot, part.frames, size, fps, ad_noise)
+        else:
+            yield from black_frames(rng, part.frames, size, ad_noise)
+        pos += part.frames
+
+
+def write_broadcast(path: Path, seed: int, duration: float = 240.0, size: tuple[int, int] = (640, 360),
+                    fps: float = 25.0, progress: bool = True) -> list[Segment]:
+    """A long broadcast with exact ground truth, as a labelled recording or for evaluation.
+
+    Programme segments (football, 30-70 s each, usually with internal camera cuts) alternate
+    with ad breaks of 2-5 spots (5-15 s each). Some breaks have short black gaps (0.2-0.6 s of
+    near-black frames) at their edges and between spots, others cut directly, because real
+    channels do both and the detector must not rely on either. It starts and ends with
+    programme and has at least two breaks at the default duration.
+
+    Writes `path` (mp4) plus the truth beside it: `path.with_suffix('.csv')` with one row per
+    *merged* segment (a whole break is one 'commercial' row; black at its edges belongs to it)
+    and `path.with_suffix('.edl')` with the breaks. Boundaries are frame times k/fps; the video
+    has exactly round(duration * fps) frames. Returns the merged segments.
+    """
+    path = Path(path)
+    size = check_args(duration, size, fps, f"{path}")
+    n_total = frames_for(duration, fps)
+    rng = np.random.default_rng(derive_seed(seed, "broadcast"))
+    parts = _plan_broadcast(rng, n_total, fps)
+    segments = _merged_segments(parts, fps)
+    with tqdm(total=n_total, unit="frame", desc=path.name, disable=not progress, file=sys.stderr, leave=False) as bar:
+        _write_video(path, _broadcast_frames(rng, parts, size, fps), n_total, size, fps, bar)
+    atomic_write_text(path.with_suffix(".csv"), labels_csv_text(segments))
+    atomic_write_text(path.with_suffix(".edl"), edl_text(segments))
+    return segments
