@@ -128,6 +128,8 @@ def not_yet(name: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from detector.model.plan import ENGINES, PRECISIONS
+
     parser = argparse.ArgumentParser(prog="ad-detector", description="Real-time ad-break detection for live TV.")
     parser.add_argument("--version", action="version", version=f"ad-detector {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -149,9 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--annotate", action="store_true", help="also write NAME.annotated.mp4")
     p.add_argument("--formats", nargs="+", metavar="FMT", help="subset of: json edl txt ffmeta csv png (default: all)")
     p.add_argument("--providers", nargs="+", help=providers_help)
-    p.add_argument("--engine", choices=["auto", "onnxruntime", "openvino"], default="auto",
+    p.add_argument("--engine", choices=ENGINES, default="auto",
                    help="backbone engine (default auto: a GPU provider if one starts, else OpenVINO if installed, else ONNX Runtime)")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "int8"], default="auto",
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="backbone precision (default auto: int8 if the bundle has it, else bf16 on OpenVINO where the CPU has it, else fp32)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_classify)
@@ -162,9 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-m", "--model", required=True, help="model bundle directory")
     p.add_argument("--table", action="store_true", help="also print a human-readable table (to stderr)")
     p.add_argument("--providers", nargs="+", help=providers_help)
-    p.add_argument("--engine", choices=["auto", "onnxruntime", "openvino"], default="auto",
+    p.add_argument("--engine", choices=ENGINES, default="auto",
                    help="backbone engine (default auto: a GPU provider if one starts, else OpenVINO if installed, else ONNX Runtime)")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "int8"], default="auto",
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="backbone precision (default auto: int8 if the bundle has it, else bf16 on OpenVINO where the CPU has it, else fp32)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_evaluate)

@@ -22,6 +22,7 @@ from pydantic import AfterValidator, Field, PrivateAttr, Strict, ValidationInfo,
 from detector.config.errors import _KeyedError
 from detector.config.fields import (StatePath, writable_file_problem, _HOSTPORT_RE, _IPC_MAX_PATH, _NAME_RE, _PROVIDER_RE, _TCP_RE, ResolvedPath, Seconds,
                                     StrictBool, StrictStr, _Model, _overlap, _port, _resolve, _tcp_endpoint)
+from detector.model.plan import Engine, Precision
 from detector.sources import redact, source_kind
 
 if TYPE_CHECKING:
@@ -117,8 +118,8 @@ class GpuConfig(_Model):
 class InferenceConfig(_Model):
     """Which engine runs the graphs, at which precision, and cross-channel batching."""
 
-    engine: Literal["auto", "onnxruntime", "openvino"] = "auto"
-    precision: Literal["auto", "fp32", "bf16", "int8"] = "auto"
+    engine: Engine = "auto"
+    precision: Precision = "auto"
     providers: Annotated[list[StrictStr], Field(min_length=1)] = ["CUDAExecutionProvider", "CPUExecutionProvider"]
     batch_size: Annotated[int, Strict(), Field(ge=1, le=256)] = 16
     max_batch_delay_ms: Annotated[int, Strict(), Field(ge=0, le=10000)] = 100
@@ -128,7 +129,7 @@ class InferenceConfig(_Model):
     gpu: GpuConfig = Field(default_factory=GpuConfig)
 
     def gpu_options(self) -> Any:
-        from detector.model.inference import GpuOptions
+        from detector.model.plan import GpuOptions
 
         return GpuOptions(device_id=self.gpu.device_id, fp16=self.gpu.fp16, tensorrt_cache_dir=self.gpu.tensorrt_cache_dir,
                           io_binding=self.gpu.io_binding, max_batch=self.batch_size)

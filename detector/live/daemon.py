@@ -46,7 +46,8 @@ from detector.live.ring import Ring
 from detector.live.server import MetricsServer
 from detector.live.threadwatch import Death, ThreadWatch
 from detector.model.bundle import Bundle, load_bundle
-from detector.model.inference import GPU_PROVIDERS, Models
+from detector.model.models import Models
+from detector.model.plan import GPU_PROVIDERS
 from detector.sources.video import quiet_native_logs
 from detector.util.threads import block_process_signals
 

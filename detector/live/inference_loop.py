@@ -28,7 +28,7 @@ from detector.live.channel import Channel, EventSink
 from detector.live.metrics import Metrics
 from detector.live.ring import FrameMeta
 from detector.model.bundle import Bundle
-from detector.model.inference import Models
+from detector.model.models import Models
 from detector.util.threads import block_process_signals
 
 log = logging.getLogger("detector.live.daemon")

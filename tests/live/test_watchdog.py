@@ -187,7 +187,7 @@ def broadcast(demo_set) -> Path:
 # segment has been decided, and the watched thread it kills
 FAULTS = {
     "capture": ("detector.live.capture", "frame_stats", 100, 0.0, "capture-tv"),            # per sampled frame
-    "inference": ("detector.model.inference", "Models.features", 90, 0.0, "inference"),      # per backbone batch (2 are warm-up)
+    "inference": ("detector.model.models", "Models.features", 90, 0.0, "inference"),      # per live backbone batch
     "publisher": ("detector.events.publisher", "Publisher._send_heartbeats", 18, 0.0, "publisher"),  # per heartbeat round
     # per serve_forever turn: every 0.2 s and after every request, so by time, not count
     "metrics-http": ("socketserver", "BaseServer.service_actions", 1, 18.0, "metrics-http"),
