@@ -10,6 +10,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from detector import __version__
 from detector.errors import RuntimeFailure, UsageError, need_train_extra
@@ -101,7 +102,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return demo_command(args)
 
 
-# --- check-config (owned by detector/config.py's author) ---------------------------------
 def cmd_check_config(args: argparse.Namespace) -> int:
     """Validate the config and print it resolved (stdout, exit 0).
 
@@ -118,23 +118,34 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     for warning in exposure_warnings(cfg.events.bind, cfg.events.snapshot_bind, cfg.events.curve is not None):
         print(f"ad-detector: warning: {warning}", file=sys.stderr)
     return 0
-# --- end check-config --------------------------------------------------------------------
 
 
-def not_yet(name: str):
-    def handler(args: argparse.Namespace) -> int:
-        raise RuntimeFailure(f"`ad-detector {name}` is not implemented yet (see the open issues)")
-    return handler
+def _add_engine_options(p: argparse.ArgumentParser) -> None:
+    """What `classify` and `evaluate` share: where the backbone runs, and progress bars."""
+    from detector.model.plan import ENGINES, PRECISIONS
+
+    p.add_argument("--providers", nargs="+",
+                   help="ONNX Runtime execution providers in order (default: CUDA if an NVIDIA driver is present, then CPU)")
+    p.add_argument("--engine", choices=ENGINES, default="auto",
+                   help="backbone engine (default auto: a GPU provider if one starts, else OpenVINO if installed, else ONNX Runtime)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="backbone precision (default auto: int8 if the bundle has it, else bf16 on OpenVINO where the CPU has it, else fp32)")
+    p.add_argument("--no-progress", action="store_true")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from detector.model.plan import ENGINES, PRECISIONS
-
     parser = argparse.ArgumentParser(prog="ad-detector", description="Real-time ad-break detection for live TV.")
     parser.add_argument("--version", action="version", version=f"ad-detector {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_live_commands(sub)
+    _add_offline_commands(sub)
+    _add_model_commands(sub)
+    return parser
 
+
+def _add_live_commands(sub: Any) -> None:
+    """run, check-config, subscribe, keygen: the daemon and its clients."""
     p = sub.add_parser("run", help="the daemon, in the foreground")
     p.add_argument("-c", "--config", required=True)
     p.set_defaults(func=cmd_run)
@@ -142,34 +153,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", help="validate a config and print it resolved")
     p.add_argument("-c", "--config", required=True)
     p.set_defaults(func=cmd_check_config)
-
-    providers_help = "ONNX Runtime execution providers in order (default: CUDA if an NVIDIA driver is present, then CPU)"
-    p = sub.add_parser("classify", help="classify a recording offline and write EDL/Comskip/chapters/plots")
-    p.add_argument("video")
-    p.add_argument("-m", "--model", required=True, help="model bundle directory")
-    p.add_argument("-o", "--output", required=True, help="output directory")
-    p.add_argument("--annotate", action="store_true", help="also write NAME.annotated.mp4")
-    p.add_argument("--formats", nargs="+", metavar="FMT", help="subset of: json edl txt ffmeta csv png (default: all)")
-    p.add_argument("--providers", nargs="+", help=providers_help)
-    p.add_argument("--engine", choices=ENGINES, default="auto",
-                   help="backbone engine (default auto: a GPU provider if one starts, else OpenVINO if installed, else ONNX Runtime)")
-    p.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="backbone precision (default auto: int8 if the bundle has it, else bf16 on OpenVINO where the CPU has it, else fp32)")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=cmd_classify)
-
-    p = sub.add_parser("evaluate", help="score a recording against ground truth; prints JSON")
-    p.add_argument("video")
-    p.add_argument("--truth", required=True, help="CSV start,end,label or Kodi EDL")
-    p.add_argument("-m", "--model", required=True, help="model bundle directory")
-    p.add_argument("--table", action="store_true", help="also print a human-readable table (to stderr)")
-    p.add_argument("--providers", nargs="+", help=providers_help)
-    p.add_argument("--engine", choices=ENGINES, default="auto",
-                   help="backbone engine (default auto: a GPU provider if one starts, else OpenVINO if installed, else ONNX Runtime)")
-    p.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="backbone precision (default auto: int8 if the bundle has it, else bf16 on OpenVINO where the CPU has it, else fp32)")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=cmd_evaluate)
 
     def cmd_subscribe(args: argparse.Namespace) -> int:
         from detector.events.subscribe import subscribe_command
@@ -205,6 +188,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace existing key files of that name")
     p.set_defaults(func=cmd_keygen)
 
+
+
+def _add_offline_commands(sub: Any) -> None:
+    """classify, evaluate, bench, demo: recordings through the engine, and the quick start."""
+    p = sub.add_parser("classify", help="classify a recording offline and write EDL/Comskip/chapters/plots")
+    p.add_argument("video")
+    p.add_argument("-m", "--model", required=True, help="model bundle directory")
+    p.add_argument("-o", "--output", required=True, help="output directory")
+    p.add_argument("--annotate", action="store_true", help="also write NAME.annotated.mp4")
+    p.add_argument("--formats", nargs="+", metavar="FMT", help="subset of: json edl txt ffmeta csv png (default: all)")
+    _add_engine_options(p)
+    p.set_defaults(func=cmd_classify)
+
+    p = sub.add_parser("evaluate", help="score a recording against ground truth; prints JSON")
+    p.add_argument("video")
+    p.add_argument("--truth", required=True, help="CSV start,end,label or Kodi EDL")
+    p.add_argument("-m", "--model", required=True, help="model bundle directory")
+    p.add_argument("--table", action="store_true", help="also print a human-readable table (to stderr)")
+    _add_engine_options(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("bench", help="backbone frames/s per engine and precision, and channels this machine carries")
+    p.add_argument("-m", "--model", required=True, help="model bundle directory (a backbone is enough)")
+    p.add_argument("--seconds", type=float, default=20.0, help="measured seconds per path over all rounds (default %(default)s)")
+    p.add_argument("--rounds", type=int, default=4, help="interleaved rounds (default %(default)s); frames/s is the median")
+    p.add_argument("--batch", type=int, default=16, help="frames per backbone call (default %(default)s, as inference.batch_size)")
+    p.add_argument("--threads", type=int, default=0, help="inference threads, 0 = all cores (default)")
+    p.add_argument("--analysis-fps", type=float, default=5.0, help="analysis rate for the channel estimate (default %(default)s)")
+    p.add_argument("--video", help="a recording of your channels for the decode cost (default: a generated 720p25 H.264 clip)")
+    p.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("demo", help="the quick start: demo data, models, a run with events printed")
+    p.add_argument("--dir", default="demo", help="where demo data and models go (default ./demo)")
+    p.add_argument("--quick", action="store_true", help="smaller data set (for tests)")
+    p.add_argument("--offline", action="store_true", help="classify the demo broadcast offline instead of watching it live")
+    p.set_defaults(func=cmd_demo)
+
+
+def _add_model_commands(sub: Any) -> None:
+    """export-backbone, train: making a model bundle (need the [train] extra)."""
     p = sub.add_parser("export-backbone", help="InceptionV3 -> backbone.onnx (needs [train])")
     p.add_argument("-o", "--output", required=True, help="model bundle directory")
     p.add_argument("--weights", default=None, help="imagenet (download, cached; the default), none (random, for tests), or PATH to the notop .h5")
@@ -233,25 +258,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace a trained model in the output directory")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser("bench", help="backbone frames/s per engine and precision, and channels this machine carries")
-    p.add_argument("-m", "--model", required=True, help="model bundle directory (a backbone is enough)")
-    p.add_argument("--seconds", type=float, default=20.0, help="measured seconds per path over all rounds (default %(default)s)")
-    p.add_argument("--rounds", type=int, default=4, help="interleaved rounds (default %(default)s); frames/s is the median")
-    p.add_argument("--batch", type=int, default=16, help="frames per backbone call (default %(default)s, as inference.batch_size)")
-    p.add_argument("--threads", type=int, default=0, help="inference threads, 0 = all cores (default)")
-    p.add_argument("--analysis-fps", type=float, default=5.0, help="analysis rate for the channel estimate (default %(default)s)")
-    p.add_argument("--video", help="a recording of your channels for the decode cost (default: a generated 720p25 H.264 clip)")
-    p.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=cmd_bench)
-
-    p = sub.add_parser("demo", help="the quick start: demo data, models, a run with events printed")
-    p.add_argument("--dir", default="demo", help="where demo data and models go (default ./demo)")
-    p.add_argument("--quick", action="store_true", help="smaller data set (for tests)")
-    p.add_argument("--offline", action="store_true", help="classify the demo broadcast offline instead of watching it live")
-    p.set_defaults(func=cmd_demo)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import queue
 import signal
 import threading
 import time
@@ -41,6 +40,7 @@ from detector.live.capture import Capture, CaptureSettings
 from detector.live.channel import Channel, ChannelMonitor
 from detector.live.health import ChannelHealth, HealthInputs, assess
 from detector.live.inference_loop import InferenceLoop, publish_segment
+from detector.live.loader import ModelLoader
 from detector.live.metrics import Metrics
 from detector.live.ring import Ring
 from detector.live.server import MetricsServer
@@ -49,7 +49,6 @@ from detector.model.bundle import Bundle, load_bundle
 from detector.model.models import Models
 from detector.model.plan import GPU_PROVIDERS
 from detector.sources.video import quiet_native_logs
-from detector.util.threads import block_process_signals
 
 log = logging.getLogger(__name__)
 
@@ -119,9 +118,7 @@ class Daemon:
         self.stages: list[Stage] = []
         self.failure: str | None = None           # why the supervisor gave up (health says it until exit)
         self._stopping = False
-        self._loader: threading.Thread | None = None           # builds every model (see _on_loader)
-        self._loader_jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self._reloading = threading.Event()
+        self.loader = ModelLoader()             # builds and releases every model (detector.live.loader)
         interval = sdnotify.watchdog_interval()
         self._ping_every = min(1.0, interval / 2) if interval else 1.0   # systemd wants at least every WatchdogSec/2
         self._last_ping = 0.0
@@ -134,8 +131,8 @@ class Daemon:
         # each capture thread converts its own frames; OpenCV's pool splitting a 1 ms resize
         # over both cores would only contend with decode and inference (README, "Threads")
         cv2.setNumThreads(1)
-        self.bundle, self.models = self._on_loader(lambda: load_models(cfg))
-        self.watch.watch("model-loader", lambda: self._loader)
+        self.bundle, self.models = self.loader.call(lambda: load_models(cfg))
+        self.watch.watch("model-loader", lambda: self.loader.thread)
         self._export_model_info()
         log.info("models ready bundle=%s providers=%s classes=%s window_frames=%d fps=%s", self.bundle.root,
                  ",".join(self.models.providers_in_use), ",".join(self.bundle.classes), self.bundle.window_frames,
@@ -203,7 +200,8 @@ class Daemon:
         assert self.bundle is not None and self.models is not None
         inf = self.cfg.inference
         loop = self.inference = InferenceLoop(list(self.channels.values()), self.bundle, self.models, inf.batch_size,
-                                              inf.max_batch_delay_ms, self.metrics, self.events, self.run_id, self._engine)
+                                              inf.max_batch_delay_ms, self.metrics, self.events, self.run_id, self._engine,
+                                              retire=self.loader.retire)
         loop.on_swapped = self._swapped
 
         def start() -> None:
@@ -293,57 +291,6 @@ class Daemon:
     def request_reload(self) -> None:
         self.reload_requested.set()
 
-    def _on_loader(self, job: Callable[[], Any]) -> Any:
-        """Run `job` on the model-loader thread and wait for its result (exceptions re-raised).
-
-        Every model is built on that one long-lived thread, never on the main thread: inference
-        engines keep per-thread state tied to the models a thread built, and the main thread,
-        which receives the signals, must not carry state that a released model leaves behind
-        (after a reload, the next SIGTERM crashed the process with SIGSEGV, exit 139).
-        """
-        done = threading.Event()
-        box: dict[str, Any] = {}
-
-        def run() -> None:
-            try:
-                box["result"] = job()
-            except BaseException as exc:  # noqa: BLE001 - handed back to the caller
-                box["error"] = exc
-            finally:
-                done.set()
-        self._submit(run)
-        done.wait()
-        if "error" in box:
-            raise box["error"]
-        return box["result"]
-
-    def _submit(self, job: Callable[[], None]) -> None:
-        if self._loader is None:
-            self._loader = threading.Thread(target=self._load_loop, name="model-loader", daemon=True)
-            self._loader.start()
-        self._loader_jobs.put(job)
-
-    def _load_loop(self) -> None:
-        block_process_signals()
-        while True:
-            try:
-                job = self._loader_jobs.get(timeout=0.5)
-            except queue.Empty:
-                self._release_retired()
-                continue
-            job()
-            self._release_retired()
-
-    def _release_retired(self) -> None:
-        """Drop the models and engines a swap replaced, on the thread that builds models."""
-        loop = self.inference
-        while loop is not None:
-            try:
-                retired = loop.retired.get_nowait()
-            except queue.Empty:
-                return
-            retired.clear()
-
     def reload(self) -> None:
         """SIGHUP: load the config's model and decision sections on the model-loader thread.
 
@@ -351,17 +298,8 @@ class Daemon:
         thread no watchdog ping would happen meanwhile and systemd would kill the daemon, and
         SIGTERM would wait for it. A SIGHUP during a reload is folded into the one in progress.
         """
-        if self._reloading.is_set():
+        if not self.loader.background(self._load_new_model):
             log.info("reload already in progress; this request is folded into it")
-            return
-        self._reloading.set()
-
-        def job() -> None:
-            try:
-                self._load_new_model()
-            finally:
-                self._reloading.clear()
-        self._submit(job)
 
     def _load_new_model(self) -> None:
         """Load, check against the running bundle, hand over to the inference thread; any problem keeps the old one."""

@@ -13,7 +13,6 @@ batch never runs half on one model and half on another.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -38,7 +37,8 @@ EngineFactory = Callable[[Bundle, Models, Any], ChannelEngine]
 
 class InferenceLoop:
     def __init__(self, channels: list[Channel], bundle: Bundle, models: Models, batch_size: int, max_batch_delay_ms: int,
-                 metrics: Metrics, events: EventSink, run_id: str, make_engine: EngineFactory):
+                 metrics: Metrics, events: EventSink, run_id: str, make_engine: EngineFactory,
+                 retire: Callable[[list[Any]], None] = lambda objects: None):
         self.channels = channels
         self.bundle = bundle
         self.models = models
@@ -48,6 +48,7 @@ class InferenceLoop:
         self.events = events
         self.run_id = run_id
         self.make_engine = make_engine
+        self.retire = retire           # where replaced models go to be released (not on this thread)
         self.last_inference = time.monotonic()
         self.call_started: float | None = None     # monotonic start of the backbone call in flight
         self.thread: threading.Thread | None = None
@@ -55,7 +56,6 @@ class InferenceLoop:
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._pending: tuple[Bundle, Models, Any] | None = None
-        self.retired: queue.SimpleQueue[list[Any]] = queue.SimpleQueue()   # models and engines a swap replaced
         self.on_swapped: Callable[[Bundle, Models], None] = lambda bundle, models: None
 
     # -- control (any thread)
@@ -135,7 +135,7 @@ class InferenceLoop:
             new.adopt(ch.engine, keep_window=same_backbone and bundle.window_frames == ch.engine.t)
             old.append(ch.engine)
             ch.engine = new
-        self.retired.put(old)       # released by the thread that loads models, not here (see Daemon.reload)
+        self.retire(old)            # released on the model-loader thread, not here (detector.live.loader)
         del old
         self.on_swapped(bundle, models)
         log.info("model swapped in channels=%d kept_windows=%s", len(self.channels), same_backbone)
