@@ -23,7 +23,7 @@ from detector.events import schema as events
 from detector.events import journal
 from detector.errors import UsageError
 from detector.events.journal import Journal, JournalError, read_journal
-from detector.events.publisher import Publisher
+from detector.events.outputs.zeromq import Publisher
 
 ANY = "tcp://127.0.0.1:*"
 RUN = "test-run"
@@ -464,7 +464,7 @@ def test_a_dead_publisher_thread_is_reported_and_its_queue_journaled_at_stop(tmp
         raise boom
 
     monkeypatch.setattr(Publisher, "_send_heartbeats", fail)
-    caplog.set_level("INFO", logger="detector.events.publisher")
+    caplog.set_level("INFO", logger="detector.events")
     pub = Publisher(ANY, ANY, 0.05, path, RUN, ["a"], journal_fsync=False)
     pub.publish("stream.up", "a")
     pub.start()

@@ -21,7 +21,7 @@ from detector.events import schema as events
 from detector.events import replay
 from detector.events.journal import Journal, journal_files, read_journal
 from detector.live.metrics import Metrics
-from detector.events.publisher import Publisher
+from detector.events.outputs.zeromq import Publisher
 from livekit import fill, mount_small_tmpfs, remount, unmount
 
 ANY = "tcp://127.0.0.1:*"
@@ -327,7 +327,7 @@ def received(sock: zmq.Socket, n: int) -> list[dict]:
 
 def test_disk_full_events_still_arrive_degraded_logged_once_then_journaling_resumes(ctx, make_publisher, small_disk,
                                                                                     caplog):
-    caplog.set_level(logging.INFO, logger="detector.events.publisher")
+    caplog.set_level(logging.INFO, logger="detector.events")
     path = small_disk / "events.jsonl"
     watch = Watch()
     pub = make_publisher(journal_path=path, **watch.kwargs())
@@ -374,7 +374,7 @@ def test_disk_full_events_still_arrive_degraded_logged_once_then_journaling_resu
 
 def test_read_only_journal_disk_events_still_arrive_and_journaling_resumes_when_writable(ctx, make_publisher,
                                                                                           small_disk, caplog):
-    caplog.set_level(logging.INFO, logger="detector.events.publisher")
+    caplog.set_level(logging.INFO, logger="detector.events")
     path = small_disk / "events.jsonl"
     path.write_text("")  # the journal exists, then the file system goes read-only (as after an I/O error)
     remount(small_disk, "ro")

@@ -20,7 +20,7 @@ import zmq.auth
 
 from detector.events import schema as events
 from detector.live.metrics import Metrics
-from detector.events.publisher import Publisher
+from detector.events.outputs.zeromq import Publisher
 from detector.events.curve import CurveServer, keygen
 from conftest import CLI, assert_usage_error, cli_env, run_cli
 

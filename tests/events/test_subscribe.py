@@ -21,7 +21,7 @@ import zmq
 
 from detector.events import schema as events
 from detector.events.journal import read_journal
-from detector.events.publisher import Publisher
+from detector.events.outputs.zeromq import Publisher
 from conftest import CLI, cli_env
 from livekit import Subscriber
 

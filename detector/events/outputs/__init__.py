@@ -18,7 +18,7 @@ class _ZeroMq(Output):
     def __init__(self, events_cfg: Any, run_id: str, channels: list[str], counters: EventCounters,
                  heartbeat_source: Callable[[], dict[str, dict[str, Any]]]):
         from detector.events.curve import CurveServer
-        from detector.events.publisher import Publisher
+        from detector.events.outputs.zeromq import Publisher
 
         self.curve = None
         if events_cfg.curve is not None:
