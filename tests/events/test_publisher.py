@@ -24,6 +24,7 @@ from detector.events import journal
 from detector.errors import UsageError
 from detector.events.journal import Journal, JournalError, read_journal
 from detector.events.outputs.zeromq import Publisher
+from evkit import Recorder
 
 ANY = "tcp://127.0.0.1:*"
 RUN = "test-run"
@@ -116,8 +117,9 @@ def snapshot_request(ctx: zmq.Context, endpoint: str, *frames: bytes) -> dict:
 # -- events on the wire ---------------------------------------------------------------------------
 
 def test_segment_events_arrive_in_order_as_two_frames(ctx, make_publisher):
-    sent: list[tuple[str, str]] = []
-    pub = make_publisher(on_sent=lambda channel, kind: sent.append((channel, kind)))
+    counts = Recorder()
+    sent = counts.sent
+    pub = make_publisher(counters=counts)
     sub = subscriber(ctx, pub.endpoint)
     wait_subscribed(pub, sub)
     pub.publish("segment.start", "a", **segment("commercial", 1))
@@ -131,7 +133,7 @@ def test_segment_events_arrive_in_order_as_two_frames(ctx, make_publisher):
     seqs = [e["seq"] for e in decoded]
     assert seqs == sorted(seqs) and len(set(seqs)) == 3 and seqs[2] - seqs[0] == 2
     assert all(e["run_id"] == RUN and e["schema"] == 1 for e in decoded)
-    # on_sent runs right after the send, so it may trail the subscriber by a moment
+    # event_sent is counted right after the send, so it may trail the subscriber by a moment
     wait_until(lambda: ("a", "segment.end") in sent and sent.count(("a", "segment.start")) == 2)
 
 
@@ -270,8 +272,9 @@ def test_malformed_snapshot_requests_still_get_a_reply(ctx, make_publisher):
 # -- slow subscribers, failures, lifecycle ----------------------------------------------------
 
 def test_a_subscriber_that_never_reads_blocks_nothing_and_drops_are_counted(ctx, make_publisher):
-    drops: list[str] = []
-    pub = make_publisher(on_drop=drops.append)
+    counts = Recorder()
+    drops = counts.dropped
+    pub = make_publisher(counters=counts)
     stuck = subscriber(ctx, pub.endpoint, rcvhwm=1, rcvbuf=4096)
     wait_subscribed(pub, stuck)  # it reads this one probe, then never again
     healthy = subscriber(ctx, pub.endpoint)
@@ -316,16 +319,18 @@ def test_a_subscriber_that_never_reads_blocks_nothing_and_drops_are_counted(ctx,
 def test_journal_failure_still_publishes_and_reports(ctx, make_publisher, tmp_path):
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("a file where the journal's directory should be")
-    errors: list[Exception] = []
-    drops: list[str] = []
-    pub = make_publisher(journal_path=blocker / "events.jsonl", on_journal_error=errors.append, on_drop=drops.append)
+    counts = Recorder()
+    drops = counts.dropped
+    pub = make_publisher(journal_path=blocker / "events.jsonl", counters=counts)
     sub = subscriber(ctx, pub.endpoint)
     wait_subscribed(pub, sub)
     pub.publish("segment.start", "a", **segment())
     pub.publish("stream.down", "a", reason="stalled")
     assert [events.decode(recv(sub))["type"] for _ in range(2)] == ["segment.start", "stream.down"]
-    wait_until(lambda: len(errors) >= 3)  # the probe and the two events
-    assert all(isinstance(e, JournalError) and "not-a-directory" in str(e) for e in errors)
+    wait_until(lambda: counts.journal_errors >= 3)  # the probe and the two events
+    status = pub.journal_status()
+    assert status["ok"] is False and "not-a-directory" in status["error"] and status["unjournaled"] >= 3
+    assert counts.journal_states == [False]
     assert drops == []
     assert pub.alive
 
@@ -361,8 +366,9 @@ def test_stop_sends_everything_already_queued(ctx, tmp_path):
 
 
 def test_publish_validates_in_the_caller_and_drops_after_stop(make_publisher):
-    drops: list[str] = []
-    pub = make_publisher(on_drop=drops.append)
+    counts = Recorder()
+    drops = counts.dropped
+    pub = make_publisher(counters=counts)
     with pytest.raises(ValueError, match="confidence"):
         pub.publish("segment.start", "a", **{**segment(), "confidence": 7})
     with pytest.raises(ValueError, match="unknown event type"):

@@ -285,15 +285,13 @@ def small_disk(tmp_path) -> Iterator[Path]:
 
 
 class Watch:
-    """What the daemon wires to the publisher's callbacks: the real Metrics object."""
+    """What the daemon passes the publisher as its counters: the real Metrics object."""
 
     def __init__(self) -> None:
         self.metrics = Metrics(["a"])
 
     def kwargs(self) -> dict:
-        m = self.metrics
-        return dict(on_journal_error=lambda exc: m.journal_errors.inc(),
-                    on_journal_state=lambda ok: m.journal_ok.set(1 if ok else 0))
+        return dict(counters=self.metrics)
 
     def value(self, name: str) -> float:
         return self.metrics.registry.get_sample_value(name) or 0.0

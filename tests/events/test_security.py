@@ -58,8 +58,7 @@ def secret_of(path: Path) -> bytes:
 def curve_publisher(keys):
     """A started Publisher with CURVE, its auth-failure counter from the real Metrics."""
     metrics = Metrics(["demo"])
-    curve = CurveServer(keys["server_secret"], keys["clients"],
-                        on_failure=lambda reason: metrics.auth_failures.labels(reason=reason).inc())
+    curve = CurveServer(keys["server_secret"], keys["clients"], counters=metrics)
     pub = Publisher(ANY, ANY, 60.0, None, RUN, ["demo"], curve=curve)
     pub.start()
     yield pub, metrics

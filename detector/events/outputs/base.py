@@ -14,11 +14,14 @@ daemon's thread watchdog supervises through `watched_threads`.
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from detector.util.threads import WatchedThread
+
+log = logging.getLogger(__name__)
 
 
 class EventCounters(Protocol):
@@ -42,6 +45,39 @@ class NoCounters:
     def journal_error(self) -> None: ...
     def journal_state(self, ok: bool) -> None: ...
     def auth_failure(self, reason: str) -> None: ...
+
+
+class SafeCounters:
+    """Wraps the counters an output was given so that a failing counter costs one count, not a thread.
+
+    Outputs call their counters on their own threads, in the middle of delivering an event; an
+    exception there (a bug in a metric, a label refused) must neither stop the thread nor lose
+    the event. It is logged with its traceback and otherwise ignored.
+    """
+
+    def __init__(self, counters: EventCounters | None) -> None:
+        self._counters: EventCounters = counters if counters is not None else NoCounters()
+
+    def _call(self, name: str, *args: Any) -> None:
+        try:
+            getattr(self._counters, name)(*args)
+        except Exception:
+            log.exception("event counter failed counter=%s", name)
+
+    def event_sent(self, channel: str, type: str) -> None:
+        self._call("event_sent", channel, type)
+
+    def event_dropped(self, reason: str) -> None:
+        self._call("event_dropped", reason)
+
+    def journal_error(self) -> None:
+        self._call("journal_error")
+
+    def journal_state(self, ok: bool) -> None:
+        self._call("journal_state", ok)
+
+    def auth_failure(self, reason: str) -> None:
+        self._call("auth_failure", reason)
 
 
 @dataclass
