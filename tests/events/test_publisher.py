@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import random
 import statistics
 import threading
 import time
@@ -172,6 +173,48 @@ def test_events_leave_within_50_ms(ctx, make_publisher):
         delays.append(time.perf_counter() - t0)
         time.sleep(0.01)
     assert statistics.median(delays) < 0.05, delays
+
+
+def publish_concurrently(pub: Publisher, sub: zmq.Socket, threads: int = 4, per_thread: int = 300,
+                         budget: float = 15.0) -> tuple[list, list]:
+    """`threads` threads publish `per_thread` events each, with short random pauses, while this
+    thread receives them; returns (late, missing): events that took > 0.2 s, events never seen."""
+    published: dict[tuple[int, int], float] = {}
+
+    def worker(k: int) -> None:
+        rng = random.Random(k)
+        for i in range(per_thread):
+            published[(k, i)] = time.monotonic()
+            pub.publish("stream.up", "a", k=k, i=i)
+            time.sleep(rng.uniform(0, 0.002))
+
+    workers = [threading.Thread(target=worker, args=(k,)) for k in range(threads)]
+    for w in workers:
+        w.start()
+    arrived: dict[tuple[int, int], float] = {}
+    deadline = time.monotonic() + budget
+    while len(arrived) < threads * per_thread and time.monotonic() < deadline:
+        if sub.poll(50):
+            frames = sub.recv_multipart()
+            if frames[0] == b"stream.up/a":
+                event = events.decode(frames)
+                arrived[(event["k"], event["i"])] = time.monotonic()
+    for w in workers:
+        w.join()
+    late = sorted((round(arrived[key] - published[key], 3), key) for key in arrived if arrived[key] - published[key] > 0.2)
+    missing = sorted(set(published) - set(arrived))
+    return late, missing
+
+
+def test_events_published_from_many_threads_all_leave_within_200_ms(ctx, make_publisher):
+    """Publishers racing the publisher thread's wakeup must never leave an event waiting for
+    the next heartbeat tick (60 s here): every event leaves promptly, whoever queued it."""
+    pub = make_publisher(heartbeat_seconds=60.0)
+    sub = subscriber(ctx, pub.endpoint)
+    wait_subscribed(pub, sub)
+    for _ in range(3):  # a few rounds: the race needs a publish between two lines of the thread's loop
+        late, missing = publish_concurrently(pub, sub)
+        assert not late and not missing, (late[:5], len(late), missing[:5], len(missing))
 
 
 def test_heartbeats_every_interval_with_contract_fields_and_not_journaled(ctx, make_publisher, tmp_path):
@@ -362,6 +405,41 @@ def test_stop_sends_everything_already_queued(ctx, tmp_path):
     got = [events.decode(recv(sub))["segment_id"] for _ in range(500)]
     assert got == [f"demo-{i}" for i in range(500)]
     assert sum(e["type"] == "segment.start" for e in read_journal(path)) == 500
+    assert not pub.alive
+
+
+def test_stop_journals_and_sends_everything_queued_promptly_whatever_the_heartbeat(ctx, tmp_path):
+    """The daemon's final segment.end / stream.down come from several threads just before stop();
+    with a heartbeat far longer than stop's join, they must still be journaled and sent, at once."""
+    path = tmp_path / "events.jsonl"
+    pub = Publisher(ANY, ANY, 60.0, path, RUN, ["a"], journal_fsync=False)
+    pub.start()
+    sub = subscriber(ctx, pub.endpoint, b"stream.down/a", f"stream.up/{PROBE}".encode())
+    wait_subscribed(pub, sub)
+
+    def worker(k: int) -> None:
+        rng = random.Random(k)
+        for i in range(200):
+            pub.publish("stream.down", "a", k=k, i=i)
+            time.sleep(rng.uniform(0, 0.002))
+
+    workers = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    t0 = time.monotonic()
+    pub.stop()
+    took = time.monotonic() - t0
+    expected = {(k, i) for k in range(4) for i in range(200)}
+    journaled = {(e["k"], e["i"]) for e in read_journal(path) if e["type"] == "stream.down"}
+    received = set()
+    while sub.poll(500):
+        event = events.decode(sub.recv_multipart())
+        received.add((event["k"], event["i"]))
+    assert journaled == expected, len(expected - journaled)
+    assert received == expected, len(expected - received)
+    assert took < 1.0, took
     assert not pub.alive
 
 

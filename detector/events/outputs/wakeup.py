@@ -40,8 +40,15 @@ class Wakeup:
             pass  # closed after stop: nothing to wake
 
     def taken(self) -> None:
-        """The owner woke: consume the bytes and re-arm. Call BEFORE looking at the queued work."""
-        self._pending = False
+        """The owner woke: consume the bytes, then re-arm. Call BEFORE looking at the queued work.
+
+        The order matters. Re-arming first and draining second would swallow the byte of a
+        waker that ran in between (it saw the flag clear, set it, wrote), leaving the flag set
+        with no byte behind it: every later `wake` would skip its write and the owner would
+        sleep until its next timeout. Drained first, a waker that runs in between either
+        queued its work before we look at the queue (we see it) or finds the flag clear and
+        writes a byte that stays for the next poll.
+        """
         try:
             while self._r.recv(4096):
                 pass
@@ -49,6 +56,7 @@ class Wakeup:
             pass
         except OSError:
             pass
+        self._pending = False
 
     def close(self) -> None:
         for sock in (self._r, self._w):

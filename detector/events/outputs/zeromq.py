@@ -66,6 +66,7 @@ MAX_REQUEST_BYTES = 64 * 1024  # snapshot requests and subscriptions are tiny; r
 BATCH = 1000                 # queue items per loop turn, so snapshots and heartbeats never starve
 LOG_EVERY_SECONDS = 10.0     # rate limit for repeated warnings (drops, journal errors)
 START_TIMEOUT_SECONDS = 10.0
+MAX_WAIT_SECONDS = 1.0       # longest poll: a lost wakeup (a bug) costs at most this, never a heartbeat period
 
 _STOP = object()
 
@@ -177,7 +178,7 @@ class Publisher(Output):
                     self._salvage()
                 self._journal.close()
             return
-        self._wakeup.wake()
+        self._wakeup.wake(force=True)  # whatever the flag says: stop must not wait for a heartbeat tick
         thread.join(timeout)
         if thread.is_alive():
             log.warning("publisher thread still draining after stop timeout_s=%.1f queued=%s", timeout,
@@ -343,7 +344,7 @@ class Publisher(Output):
         next_heartbeat = time.monotonic() + self.heartbeat_seconds
         stopping = False
         while not stopping:
-            wait = 0.0 if not self._queue.empty() else max(0.0, next_heartbeat - time.monotonic())
+            wait = 0.0 if not self._queue.empty() else min(MAX_WAIT_SECONDS, max(0.0, next_heartbeat - time.monotonic()))
             ready = dict(poller.poll(math.ceil(wait * 1000)))
             if pub in ready:
                 self._drain_subscriptions(pub)
