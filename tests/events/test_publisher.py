@@ -291,6 +291,27 @@ def test_segment_end_alone_keeps_the_state(make_publisher):
     assert pub.snapshot()["channels"]["a"]["state"] == "commercial"
 
 
+def test_a_reconnect_keeps_the_open_segment_in_the_snapshot(ctx, make_publisher):
+    """stream.down (a reconnect) leaves the segment the engine keeps open: a late joiner still
+    learns it; only a segment.end ends it, and a stream.down after that says unknown."""
+    pub = make_publisher()
+    start = segment("commercial", 1)
+    pub.publish("stream.up", "a")
+    pub.publish("segment.start", "a", **start)
+    pub.publish("stream.down", "a", reason="stalled")
+    wait_until(lambda: pub.last_seq == 3)
+    open_segment = {"state": "commercial", "segment_id": "demo-1", "since": events.rfc3339(start["time"]), "p_ad": None}
+    assert snapshot_request(ctx, pub.snapshot_endpoint)["channels"]["a"] == {**open_segment, "stream_up": False}
+    pub.publish("stream.up", "a")
+    wait_until(lambda: pub.last_seq == 4)
+    assert snapshot_request(ctx, pub.snapshot_endpoint)["channels"]["a"] == {**open_segment, "stream_up": True}
+    pub.publish("segment.end", "a", duration=30.0, **start)
+    pub.publish("stream.down", "a", reason="shutdown")
+    wait_until(lambda: pub.last_seq == 6)
+    a = snapshot_request(ctx, pub.snapshot_endpoint)["channels"]["a"]
+    assert (a["state"], a["segment_id"], a["stream_up"]) == ("unknown", None, False)
+
+
 def test_malformed_snapshot_requests_still_get_a_reply(ctx, make_publisher):
     pub = make_publisher()
     # a DEALER without the REQ envelope, with junk

@@ -29,6 +29,7 @@ class ChannelStates:
         self._lock = threading.Lock()
         self._seq = 0
         self._channels: dict[str, dict[str, Any]] = {name: new_channel_state() for name in channels}
+        self._open: set[str] = set()   # channels with a segment.start not yet followed by its segment.end
 
     @property
     def seq(self) -> int:
@@ -67,10 +68,19 @@ class ChannelStates:
         if state is None:
             log.info("publishing for a channel not configured at start channel=%s", event["channel"])
             state = self._channels[event["channel"]] = new_channel_state()
+        name = event["channel"]
         if type_ == "segment.start":
             state.update(state=event["label"], segment_id=event["segment_id"], since=event["time"])
+            self._open.add(name)
+        elif type_ == "segment.end":
+            # the segment is over, but the state stays: the next segment.start follows at once,
+            # and a late joiner in between should not see "unknown" flicker by
+            self._open.discard(name)
         elif type_ == "stream.down":
-            state.update(stream_up=False, state="unknown", segment_id=None, since=event["emitted"])
+            state["stream_up"] = False
+            if name not in self._open:
+                state.update(state="unknown", segment_id=None, since=event["emitted"])
+            # else a reconnect: the engine keeps the open segment across it (and heartbeats say
+            # its label), so the snapshot keeps it too until its segment.end
         elif type_ == "stream.up":
             state["stream_up"] = True
-        # segment.end alone changes nothing: the next segment.start follows it
