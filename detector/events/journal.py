@@ -227,6 +227,32 @@ def journal_files(path: Path) -> list[Path]:
     return files
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_line(raw: bytes) -> dict[str, Any] | None:
+    """One journal line as an event object, or None when it is not a JSON object in UTF-8.
+
+    Stricter than json.loads, which also takes NaN/Infinity and lone UTF-16 surrogates
+    (`"\\ud800"`): our writer never produces those (allow_nan=False, UTF-8), so a line holding
+    them was damaged or edited by hand, and passing it on would break every reply and
+    subscriber that re-encodes it.
+    """
+    try:
+        obj = json.loads(raw, parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    if not isinstance(obj, dict):
+        return None
+    if b"\\u" in raw:  # only escapes can smuggle in a lone surrogate: check those lines alone
+        try:
+            json.dumps(obj, ensure_ascii=False).encode("utf-8")
+        except (UnicodeEncodeError, ValueError):
+            return None
+    return obj
+
+
 def read_journal(path: Path) -> Iterator[dict[str, Any]]:
     """Yield the events recorded in a journal, oldest first.
 
@@ -241,11 +267,8 @@ def read_journal(path: Path) -> Iterator[dict[str, Any]]:
             text = raw.strip()
             if not text:
                 continue
-            try:
-                obj = json.loads(text.decode("utf-8"))
-            except (UnicodeDecodeError, ValueError, RecursionError):
-                obj = None
-            if not isinstance(obj, dict):
+            obj = parse_line(text)
+            if obj is None:
                 if complete:
                     log.warning("journal line skipped (not a JSON object) path=%s line=%d", path, lineno)
                 else:
@@ -293,11 +316,8 @@ def _lines_from(path: Path, start_marker: bytes | None) -> Iterator[dict[str, An
         for raw in fh:
             if not raw.endswith(b"\n"):
                 return
-            try:
-                obj = json.loads(raw)
-            except (UnicodeDecodeError, ValueError, RecursionError):
-                continue  # a torn fragment from a crash: read_journal explains those
-            if isinstance(obj, dict):
+            obj = parse_line(raw)
+            if obj is not None:  # else a torn fragment or a damaged line: read_journal explains those
                 yield obj
 
 

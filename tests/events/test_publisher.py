@@ -78,8 +78,9 @@ def recv(sock: zmq.Socket, timeout: float = 3.0, skip_probes: bool = True) -> li
         return frames
 
 
-def wait_subscribed(pub: Publisher, sock: zmq.Socket, timeout: float = 5.0) -> None:
-    """Publish probes until the SUB gets one: ZeroMQ's slow-joiner problem, made deterministic."""
+def wait_subscribed(pub: Publisher, sock: zmq.Socket, timeout: float = 5.0, heartbeats: bool = False) -> None:
+    """Publish probes until the SUB gets one: ZeroMQ's slow-joiner problem, made deterministic.
+    `heartbeats`: the publisher sends them, so they may arrive before the probe (skipped)."""
     deadline = time.monotonic() + timeout
     first = pub.last_seq
     sent = 0
@@ -88,6 +89,8 @@ def wait_subscribed(pub: Publisher, sock: zmq.Socket, timeout: float = 5.0) -> N
         sent += 1
         if sock.poll(100):
             frames = sock.recv_multipart()
+            if heartbeats and frames[0].startswith(b"heartbeat/"):
+                continue
             assert frames[0] == f"stream.up/{PROBE}".encode()
             # every probe has its seq before we return, so callers can count from pub.last_seq
             wait_until(lambda: pub.last_seq >= first + sent)
@@ -255,6 +258,88 @@ def test_a_failing_heartbeat_source_does_not_stop_heartbeats(ctx, make_publisher
     sub = subscriber(ctx, pub.endpoint, b"heartbeat/a")
     first, second = events.decode(recv(sub)), events.decode(recv(sub))
     assert first["state"] == "unknown" and second["seq"] > first["seq"]
+    assert pub.alive
+
+
+def test_a_heartbeat_that_cannot_be_built_costs_that_heartbeat_only(ctx, make_publisher, monkeypatch, caplog):
+    """A bug that makes one channel's heartbeat (and its fallback) invalid drops that heartbeat,
+    counted and logged once per interval with its traceback; the thread and the other channels
+    go on, and no seq is spent on what was never sent."""
+    real = events.make_event
+
+    def make_event(type, channel, *args, **fields):
+        if type == "heartbeat" and channel == "b":
+            raise ValueError("heartbeat: field 'p_ad' must be [0, 1], got nan")
+        return real(type, channel, *args, **fields)
+
+    monkeypatch.setattr(events, "make_event", make_event)
+    caplog.set_level("WARNING", logger="detector.events")
+    counts = Recorder()
+    pub = make_publisher(heartbeat_seconds=0.05, counters=counts)
+    sub = subscriber(ctx, pub.endpoint, b"heartbeat/")
+    got = [events.decode(recv(sub)) for _ in range(10)]
+    assert {e["channel"] for e in got} == {"a"}
+    assert [e["seq"] for e in got] == list(range(got[0]["seq"], got[0]["seq"] + 10))
+    assert pub.alive
+    wait_until(lambda: counts.dropped.count("error") >= 10)
+    assert set(counts.dropped) == {"error"}
+    lines = [r for r in caplog.records if "heartbeat dropped" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].exc_info and "channel=b" in lines[0].getMessage(), \
+        [r.getMessage() for r in caplog.records]
+
+
+def test_a_heartbeat_round_that_raises_costs_that_round_only(ctx, make_publisher, monkeypatch):
+    """A bug anywhere in a heartbeat round: the round is dropped (counted), events still leave."""
+    def fail(self, pub):
+        raise RuntimeError("heartbeat round exploded")
+
+    monkeypatch.setattr(Publisher, "_send_heartbeats", fail)
+    counts = Recorder()
+    pub = make_publisher(heartbeat_seconds=0.05, counters=counts)
+    wait_until(lambda: counts.dropped.count("error") >= 3)
+    sub = subscriber(ctx, pub.endpoint)
+    wait_subscribed(pub, sub)
+    pub.publish("segment.start", "a", **segment())
+    assert events.decode(recv(sub))["type"] == "segment.start"
+    assert pub.alive
+
+
+def test_a_failing_lossy_resend_costs_that_message_only(ctx, make_publisher, monkeypatch):
+    """The XPUB_NODROP switch around the lossy resend fails (here: injected) while a subscriber
+    is stuck: each message that meets the full queue is dropped and counted as "error",
+    heartbeats included; the thread lives, no seq is used twice, and once the switch works
+    again a healthy subscriber gets events again."""
+    counts = Recorder()
+    pub = make_publisher(heartbeat_seconds=0.05, counters=counts, send_hwm=1)
+    healthy = subscriber(ctx, pub.endpoint)
+    wait_subscribed(pub, healthy, heartbeats=True)
+    stuck = subscriber(ctx, pub.endpoint, rcvhwm=1, rcvbuf=4096)
+    wait_subscribed(pub, stuck, heartbeats=True)  # it reads until this probe, then never again
+    real = zmq.Socket.setsockopt
+
+    def setsockopt(self, option, value):
+        if option == zmq.XPUB_NODROP and value == 0:
+            raise zmq.ZMQError(errno.EINTR)
+        return real(self, option, value)
+
+    monkeypatch.setattr(zmq.Socket, "setsockopt", setsockopt)
+    for i in range(200):  # fills the stuck subscriber's queue
+        pub.publish("stream.up", "a", note="x" * 1000, i=i)
+    wait_until(lambda: pub.last_seq >= 200 and counts.dropped.count("error") >= 5)
+    time.sleep(0.3)  # several heartbeat rounds meet the full queue too
+    assert pub.alive, pub.error
+    assert set(counts.dropped) <= {"hwm", "error"}
+    monkeypatch.undo()
+    seqs = []
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline and "marker" not in [s for s, _ in seqs]:
+        pub.publish("stream.down", "a", reason="marker")
+        while healthy.poll(100):
+            event = events.decode(healthy.recv_multipart())
+            seqs.append((event.get("reason"), event["seq"]))
+    assert "marker" in [s for s, _ in seqs], seqs[-5:]
+    numbers = [n for _, n in seqs]
+    assert numbers == sorted(set(numbers)), "a seq was used twice or out of order"
     assert pub.alive
 
 
@@ -559,18 +644,24 @@ def test_publisher_journal_path_type(tmp_path):
 
 
 def test_a_dead_publisher_thread_is_reported_and_its_queue_journaled_at_stop(tmp_path, monkeypatch, caplog):
-    """The thread dies (here: a heartbeat round raises): `alive` goes False with `error` set, the
-    death is logged once with its traceback, and what was queued is journaled by stop() (not sent:
-    the sockets died with the thread), so the record misses nothing the daemon decided."""
+    """The thread dies (here: a loop turn raises, a bug outside any one message): `alive` goes
+    False with `error` set, the death is logged once with its traceback, and what was queued is
+    journaled by stop() (not sent: the sockets died with the thread), so the record misses
+    nothing the daemon decided."""
     path = tmp_path / "events.jsonl"
-    boom = RuntimeError("heartbeat exploded")
+    boom = RuntimeError("loop turn exploded")
+    real_turn = Publisher._turn
+    turns = {"n": 0}
 
-    def fail(self, pub):
-        raise boom
+    def fail(self, *args):
+        turns["n"] += 1
+        if turns["n"] >= 2:  # the first turn publishes what was queued before start
+            raise boom
+        return real_turn(self, *args)
 
-    monkeypatch.setattr(Publisher, "_send_heartbeats", fail)
+    monkeypatch.setattr(Publisher, "_turn", fail)
     caplog.set_level("INFO", logger="detector.events")
-    pub = Publisher(ANY, ANY, 0.05, path, RUN, ["a"], journal_fsync=False)
+    pub = Publisher(ANY, ANY, 60.0, path, RUN, ["a"], journal_fsync=False)
     pub.publish("stream.up", "a")
     pub.start()
     wait_until(lambda: not pub.alive)

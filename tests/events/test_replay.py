@@ -162,6 +162,25 @@ def test_replay_across_a_restart_returns_the_rest_of_the_old_run_then_the_new_ru
     assert reply["run_id"] == "run-b"
 
 
+def test_journal_lines_that_are_not_json_cost_those_lines_only(ctx, make_publisher, tmp_path):
+    """A damaged journal (hand-edited, or written by another tool) with a NaN or a lone UTF-16
+    surrogate in a line: a replay across it returns every other event, and the publisher lives on."""
+    path = tmp_path / "events.jsonl"
+    old = [events.make_event("segment.start", "a", seq, "run-old", time.time(), **segment(seq)) for seq in (1, 2, 3, 4)]
+    lines = [json.dumps(e, separators=(",", ":")).encode() for e in old]  # as Journal.append writes them
+    lines[1] = lines[1][:-1] + b',"p_ad":NaN}'            # Python's json writes this; it is not JSON
+    lines[2] = lines[2][:-1] + b',"note":"\\ud800"}'         # valid JSON syntax, but no UTF-8 text
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    pub = make_publisher(journal_path=path)
+    publish_n(pub, 2)
+    reply = ask(ctx, pub.snapshot_endpoint, replay_request("run-old", 0))
+    assert reply["type"] == "replay" and reply["complete"] is True
+    assert [(e["run_id"], e["seq"]) for e in reply["events"]] == [("run-old", 1), ("run-old", 4), ("run-a", 1), ("run-a", 2)]
+    assert pub.alive
+    publish_n(pub, 1)
+    assert ask(ctx, pub.snapshot_endpoint, b"snapshot")["seq"] == 3
+
+
 def test_unknown_run_id_is_reported_with_where_the_journal_begins(ctx, make_publisher, tmp_path):
     path = tmp_path / "events.jsonl"
     pub = make_publisher(run_id="run-b", journal_path=path)

@@ -66,4 +66,9 @@ def parse(body: list[bytes]) -> replay.ReplayRequest | dict[str, Any] | None:
 
 
 def encode_reply(body: dict[str, Any]) -> bytes:
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    """Compact UTF-8 JSON; text that is not UTF-8 (a lone surrogate from a damaged journal line)
+    falls back to \\u escapes, which are still valid JSON. Raises ValueError for NaN/Infinity."""
+    try:
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(body, ensure_ascii=True, separators=(",", ":"), allow_nan=False).encode("ascii")

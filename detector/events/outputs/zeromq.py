@@ -124,7 +124,9 @@ class Publisher(Output):
         self.endpoint: str | None = None           # actual endpoints once bound (resolves "*" ports)
         self.snapshot_endpoint: str | None = None
         self._wakeup = Wakeup()
+        self._next_heartbeat = 0.0                 # monotonic time of the next heartbeat round (thread only)
         self._drop_log = RateLimitedLog(LOG_EVERY_SECONDS)
+        self._error_log = RateLimitedLog(LOG_EVERY_SECONDS)
 
     # -- public API (any thread) ------------------------------------------------------------
 
@@ -341,24 +343,36 @@ class Publisher(Output):
         poller.register(pub, zmq.POLLIN)       # subscription messages
         poller.register(rep, zmq.POLLIN)       # snapshot requests
         poller.register(self._wakeup.fileno(), zmq.POLLIN)
-        next_heartbeat = time.monotonic() + self.heartbeat_seconds
-        stopping = False
-        while not stopping:
-            wait = 0.0 if not self._queue.empty() else min(MAX_WAIT_SECONDS, max(0.0, next_heartbeat - time.monotonic()))
-            ready = dict(poller.poll(math.ceil(wait * 1000)))
-            if pub in ready:
-                self._drain_subscriptions(pub)
-            if self._wakeup.fileno() in ready:
-                self._wakeup.taken()
-            stopping = self._drain_queue(pub)
-            if rep in ready:
-                self._answer_requests(rep)
-            now = time.monotonic()
-            if now >= next_heartbeat and not stopping:
+        self._next_heartbeat = time.monotonic() + self.heartbeat_seconds
+        while self._turn(poller, pub, rep):
+            pass
+
+    def _turn(self, poller: zmq.Poller, pub: zmq.Socket[Any], rep: zmq.Socket[Any]) -> bool:
+        """One turn of the thread: wait for work, do it; False once the stop marker was reached.
+
+        Each message is guarded where it is handled (one bad message costs one message); an
+        exception escaping a turn is a bug in the loop itself and ends the thread (supervised).
+        """
+        wait = 0.0 if not self._queue.empty() else \
+            min(MAX_WAIT_SECONDS, max(0.0, self._next_heartbeat - time.monotonic()))
+        ready = dict(poller.poll(math.ceil(wait * 1000)))
+        if pub in ready:
+            self._drain_subscriptions(pub)
+        if self._wakeup.fileno() in ready:
+            self._wakeup.taken()
+        stopping = self._drain_queue(pub)
+        if rep in ready:
+            self._answer_requests(rep)
+        now = time.monotonic()
+        if now >= self._next_heartbeat and not stopping:
+            try:
                 self._send_heartbeats(pub)
-                next_heartbeat += self.heartbeat_seconds
-                if next_heartbeat <= now:  # fell behind (a long burst): no catch-up storm
-                    next_heartbeat = now + self.heartbeat_seconds
+            except Exception as exc:  # a bug in the round: this round is lost, the next one is tried
+                self._lost("heartbeat round", f"channels={len(self._states.names())}", exc)
+            self._next_heartbeat += self.heartbeat_seconds
+            if self._next_heartbeat <= now:  # fell behind (a long burst): no catch-up storm
+                self._next_heartbeat = now + self.heartbeat_seconds
+        return not stopping
 
     def _drain_subscriptions(self, pub: zmq.Socket[Any]) -> None:
         for _ in range(BATCH):
@@ -382,49 +396,60 @@ class Publisher(Output):
             type_, channel, fields = item
             try:
                 self._publish_now(pub, type_, channel, fields)
-            except Exception:
-                log.exception("event could not be published type=%s channel=%s", type_, channel)
+            except Exception as exc:  # a bug: this event is lost, the next ones are not
+                self._lost("event", f"type={type_} channel={channel}", exc)
         return False
 
     def _publish_now(self, pub: zmq.Socket[Any], type_: str, channel: str, fields: dict[str, Any]) -> None:
-        seq = self._states.seq + 1
-        event = events.make_event(type_, channel, seq, self.run_id, time.time(), **dict(fields))
+        event = events.make_event(type_, channel, self._states.seq + 1, self.run_id, time.time(), **dict(fields))
         if self._journal is not None:
             self._journal.append(event)
-        sent = self._send(pub, event)
+        # its seq is spent from here on, whatever happens to the send: never two events with one seq
         self._states.record(event)
+        sent = self._send(pub, event)
         if log.isEnabledFor(logging.INFO):
             extras = " ".join(f"{k}={kv(v)}" for k, v in event.items() if k not in events.ENVELOPE)
-            log.info("event published type=%s channel=%s seq=%d sent=%s %s", type_, channel, seq,
+            log.info("event published type=%s channel=%s seq=%d sent=%s %s", type_, channel, event["seq"],
                      "yes" if sent else "no", extras)
 
     def _send(self, pub: zmq.Socket[Any], event: dict[str, Any]) -> bool:
-        """Send without ever blocking; count a drop when some subscriber's queue is full."""
-        frames = events.encode(event)
+        """Send without ever blocking or raising; count a drop when some subscriber's queue is full."""
         try:
-            pub.send_multipart(frames, flags=zmq.NOBLOCK)
-        except zmq.Again:
-            self._counters.event_dropped("hwm")
-            count = self._drop_log.hit()
-            if count is not None:
-                log.warning("slow subscriber: its queue overflowed, it misses messages until it catches up "
-                            "overflows=%d seq=%d", count, event["seq"])
-            # lossy resend: every subscriber with room still gets it, the full ones miss it
-            pub.setsockopt(zmq.XPUB_NODROP, 0)
+            frames = events.encode(event)
             try:
                 pub.send_multipart(frames, flags=zmq.NOBLOCK)
-            except zmq.ZMQError as exc:
-                log.error("event send failed seq=%d error=%s", event["seq"], exc)
-                self._counters.event_dropped("error")
-                return False
-            finally:
-                pub.setsockopt(zmq.XPUB_NODROP, 1)
-        except zmq.ZMQError as exc:
-            log.error("event send failed seq=%d error=%s", event["seq"], exc)
-            self._counters.event_dropped("error")
+            except zmq.Again:
+                self._counters.event_dropped("hwm")
+                count = self._drop_log.hit()
+                if count is not None:
+                    log.warning("slow subscriber: its queue overflowed, it misses messages until it catches up "
+                                "overflows=%d seq=%d", count, event["seq"])
+                self._send_lossy(pub, frames)
+        except Exception as exc:  # a send error, or a bug: this message is lost, the next ones are not
+            self._lost(event["type"], f"seq={event['seq']} channel={event['channel']}", exc)
             return False
         self._counters.event_sent(event["channel"], event["type"])
         return True
+
+    def _send_lossy(self, pub: zmq.Socket[Any], frames: list[bytes]) -> None:
+        """Resend in lossy mode: every subscriber with room still gets it, the full ones miss it."""
+        pub.setsockopt(zmq.XPUB_NODROP, 0)
+        try:
+            pub.send_multipart(frames, flags=zmq.NOBLOCK)
+        finally:
+            try:
+                pub.setsockopt(zmq.XPUB_NODROP, 1)
+            except Exception:
+                # left lossy, a full subscriber's messages are dropped uncounted; log it, keep sending
+                log.exception("could not switch XPUB_NODROP back on")
+
+    def _lost(self, what: str, details: str, exc: BaseException) -> None:
+        """One message (event, heartbeat or reply) could not be delivered: count it, log it rate-limited."""
+        self._counters.event_dropped("error")
+        count = self._error_log.hit()
+        if count is not None:
+            log.error("%s dropped %s error=%s dropped_since_last_log=%d", what, details,
+                      kv(f"{type(exc).__name__}: {exc}"), count, exc_info=exc)
 
     def _answer_requests(self, rep: zmq.Socket[Any]) -> None:
         """Answer every pending request: a replay request with events from the journal,
@@ -434,27 +459,13 @@ class Publisher(Output):
                 request = rep.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            envelope, body_frames = serving.split_envelope(request)
+            envelope, body = serving.split_envelope(request)
             try:
-                parsed = serving.parse(body_frames)
-                if parsed is None:
-                    body = None
-                elif isinstance(parsed, dict):
-                    body = parsed
-                else:
-                    body = serving.replay_body(parsed, self._journal.path if self._journal else None, self.run_id,
-                                               self._states.seq,
-                                               self._journal.unjournaled() if self._journal else [])
-            except Exception:  # a bug, not the client's fault: log it, answer, keep serving
-                log.exception("replay request failed")
-                body = serving.replay.error_reply("internal error serving the replay; see the daemon's log")
-            if body is None:
-                seq, channels = self._states.snapshot()
-                body = serving.snapshot_body(self.run_id, seq, channels)
-                what = f"snapshot seq={seq} channels={len(channels)}"
-            else:
-                what = f"replay type={body['type']} events={len(body.get('events', ()))}"
-            reply = serving.encode_reply(body)
+                reply, what = self._reply_to(body)
+            except Exception as exc:  # a bug, not the client's fault: log it, answer, keep serving
+                self._lost("reply", "to a snapshot endpoint request", exc)
+                reply, what = serving.encode_reply(serving.replay.error_reply(
+                    "internal error serving the request; see the daemon's log")), "error"
             try:
                 rep.send_multipart([*envelope, reply], flags=zmq.NOBLOCK)
             except zmq.ZMQError as exc:
@@ -462,12 +473,30 @@ class Publisher(Output):
                 continue
             log.debug("served %s", what)
 
+    def _reply_to(self, body: list[bytes]) -> tuple[bytes, str]:
+        parsed = serving.parse(body)
+        if parsed is None:
+            seq, channels = self._states.snapshot()
+            return (serving.encode_reply(serving.snapshot_body(self.run_id, seq, channels)),
+                    f"snapshot seq={seq} channels={len(channels)}")
+        if isinstance(parsed, dict):
+            reply = parsed
+        else:
+            reply = serving.replay_body(parsed, self._journal.path if self._journal else None, self.run_id,
+                                        self._states.seq, self._journal.unjournaled() if self._journal else [])
+        return serving.encode_reply(reply), f"replay type={reply['type']} events={len(reply.get('events', ()))}"
+
     def _send_heartbeats(self, pub: zmq.Socket[Any]) -> None:
         live: Mapping[str, Mapping[str, Any]] = live_view(self._heartbeat_source)
         for name in self._states.names():
-            event = make_heartbeat(name, self._states.seq + 1, self.run_id, time.time(), self._states.tracked(name), live)
-            self._send(pub, event)
+            try:
+                event = make_heartbeat(name, self._states.seq + 1, self.run_id, time.time(), self._states.tracked(name),
+                                       live)
+            except Exception as exc:  # a bug: no heartbeat for this channel this round, the others go
+                self._lost("heartbeat", f"channel={name}", exc)
+                continue
             self._states.record(event)
+            self._send(pub, event)
             log.debug("heartbeat sent channel=%s seq=%d state=%s p_ad=%s stream_up=%s", name, event["seq"], event["state"],
                       event["p_ad"], event["stream_up"])
 
