@@ -330,11 +330,11 @@ def test_a_failing_lossy_resend_costs_that_message_only(ctx, make_publisher, mon
     assert pub.alive, pub.error
     assert set(counts.dropped) <= {"hwm", "error"}
     monkeypatch.undo()
-    seqs = []
+    seqs: list[tuple[str | None, int]] = []
     deadline = time.monotonic() + 10.0
     while time.monotonic() < deadline and "marker" not in [s for s, _ in seqs]:
         pub.publish("stream.down", "a", reason="marker")
-        while healthy.poll(100):
+        while "marker" not in [s for s, _ in seqs] and healthy.poll(100):
             event = events.decode(healthy.recv_multipart())
             seqs.append((event.get("reason"), event["seq"]))
     assert "marker" in [s for s, _ in seqs], seqs[-5:]
@@ -423,7 +423,7 @@ def test_malformed_snapshot_requests_still_get_a_reply(ctx, make_publisher):
 def test_a_subscriber_that_never_reads_blocks_nothing_and_drops_are_counted(ctx, make_publisher):
     counts = Recorder()
     drops = counts.dropped
-    pub = make_publisher(counters=counts)
+    pub = make_publisher(counters=counts, queue_size=100_000)  # the burst below may all wait at once
     stuck = subscriber(ctx, pub.endpoint, rcvhwm=1, rcvbuf=4096)
     wait_subscribed(pub, stuck)  # it reads this one probe, then never again
     healthy = subscriber(ctx, pub.endpoint)
@@ -547,6 +547,50 @@ def test_stop_journals_and_sends_everything_queued_promptly_whatever_the_heartbe
     assert received == expected, len(expected - received)
     assert took < 1.0, took
     assert not pub.alive
+
+
+def test_a_stuck_publisher_is_reported_and_a_full_queue_drops_without_blocking(ctx, make_publisher, tmp_path,
+                                                                               monkeypatch, caplog):
+    """The thread hangs in the journal's fsync (a dying disk): stuck() and health() say so while
+    events wait; publish() never blocks, and beyond queue_size it drops the new event, counted
+    as "queue_full" and logged once. Once the disk answers, the queued events leave in order."""
+    path = tmp_path / "events.jsonl"
+    counts = Recorder()
+    caplog.set_level("WARNING", logger="detector.events")
+    pub = make_publisher(journal_path=path, counters=counts, queue_size=5, stuck_seconds=0.3)
+    sub = subscriber(ctx, pub.endpoint, b"segment.start/", f"stream.up/{PROBE}".encode())
+    wait_subscribed(pub, sub)
+    assert pub.stuck(time.monotonic(), 0.3) is None and pub.health().ok
+    entered, release = threading.Event(), threading.Event()
+    real_fsync = journal.os.fsync
+
+    def hung_fsync(fd: int) -> None:
+        entered.set()
+        release.wait(30)
+        real_fsync(fd)
+
+    monkeypatch.setattr(journal.os, "fsync", hung_fsync)
+    pub.publish("segment.start", "a", **segment(n=0))
+    assert entered.wait(5)
+    t0 = time.monotonic()
+    for i in range(1, 11):
+        pub.publish("segment.start", "a", **segment(n=i))
+    assert time.monotonic() - t0 < 0.5
+    assert counts.dropped == ["queue_full"] * 5
+    full = [r for r in caplog.records if "queue full" in r.getMessage()]
+    assert len(full) == 1 and full[0].levelname == "WARNING", [r.getMessage() for r in caplog.records]
+    wait_until(lambda: pub.stuck(time.monotonic(), 0.3) is not None)
+    reason = pub.stuck(time.monotonic(), 0.3)
+    assert "5 event(s) queued" in reason, reason
+    health = pub.health()
+    assert health.ok is False and any("stuck" in d for d in health.degraded), health
+    release.set()
+    got = [events.decode(recv(sub))["segment_id"] for _ in range(6)]
+    assert got == [f"demo-{i}" for i in range(6)]
+    wait_until(lambda: pub.stuck(time.monotonic(), 0.3) is None and pub.health().ok)
+    journaled = [e for e in read_journal(path) if e["type"] == "segment.start"]
+    assert [e["segment_id"] for e in journaled] == [f"demo-{i}" for i in range(6)]
+    assert [e["seq"] for e in read_journal(path)] == list(range(1, pub.last_seq + 1))  # the drops cost no seq
 
 
 def test_publish_validates_in_the_caller_and_drops_after_stop(make_publisher):

@@ -36,9 +36,9 @@ from __future__ import annotations
 
 import logging
 import math
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -67,8 +67,8 @@ BATCH = 1000                 # queue items per loop turn, so snapshots and heart
 LOG_EVERY_SECONDS = 10.0     # rate limit for repeated warnings (drops, journal errors)
 START_TIMEOUT_SECONDS = 10.0
 MAX_WAIT_SECONDS = 1.0       # longest poll: a lost wakeup (a bug) costs at most this, never a heartbeat period
-
-_STOP = object()
+DEFAULT_QUEUE_SIZE = 10_000  # events waiting for the thread; beyond it publish() drops ("queue_full")
+DEFAULT_STUCK_SECONDS = 10.0  # health(): no progress this long with work waiting is "stuck"
 
 
 class Publisher(Output):
@@ -77,7 +77,9 @@ class Publisher(Output):
     `counters` (an `EventCounters`) hears, on the publisher thread: event_sent(channel, type)
     for each event sent (heartbeats included); event_dropped(reason) with "hwm" (a subscriber's
     queue overflowed: it misses this message and, uncounted, the following ones until it
-    catches up), "stopped" (publish() after stop()) or "error" (the event could not be sent);
+    catches up), "stopped" (publish() after stop()), "queue_full" (queue_size events already
+    wait for the thread: the new one is dropped, the caller never blocks) or "error" (a bug or
+    a send failure lost this one message: logged rate-limited with its traceback);
     journal_error() per failed append (the event was still sent) and journal_state(ok) when
     the journal starts failing or accepts events again. A failing counter is logged and
     changes nothing else.
@@ -93,13 +95,18 @@ class Publisher(Output):
                  run_id: str, channels: list[str], *, counters: EventCounters | None = None,
                  heartbeat_source: HeartbeatSource | None = None, curve: CurveServer | None = None,
                  send_hwm: int = 1000, journal_fsync: bool = True, journal_max_bytes: int | None = DEFAULT_MAX_BYTES,
-                 journal_keep: int = DEFAULT_KEEP, context: zmq.Context[Any] | None = None) -> None:
+                 journal_keep: int = DEFAULT_KEEP, queue_size: int = DEFAULT_QUEUE_SIZE,
+                 stuck_seconds: float = DEFAULT_STUCK_SECONDS, context: zmq.Context[Any] | None = None) -> None:
         if not heartbeat_seconds > 0:
             raise ValueError(f"heartbeat_seconds must be > 0, got {heartbeat_seconds!r}")
         if send_hwm < 1:
             raise ValueError(f"send_hwm must be >= 1, got {send_hwm!r}")
         if not isinstance(run_id, str) or not run_id:
             raise ValueError("run_id must be a non-empty string")
+        if queue_size < 1:
+            raise ValueError(f"queue_size must be >= 1, got {queue_size!r}")
+        if not stuck_seconds > 0:
+            raise ValueError(f"stuck_seconds must be > 0, got {stuck_seconds!r}")
         self.bind = bind
         self.snapshot_bind = snapshot_bind
         self.heartbeat_seconds = float(heartbeat_seconds)
@@ -112,8 +119,13 @@ class Publisher(Output):
         self._heartbeat_source = heartbeat_source
         self._given_context = context
 
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._queue_lock = threading.Lock()      # orders publish() against stop()
+        # (type, channel, fields) for the thread; bounded by queue_size under _queue_lock (the only
+        # appender), popped by the thread alone: deque append/popleft/len are atomic
+        self._queue: deque[tuple[str, str, dict[str, Any]]] = deque()
+        self.queue_size = int(queue_size)
+        self.stuck_seconds = float(stuck_seconds)
+        self._queue_lock = threading.Lock()      # orders publish() against stop() and the size check
+        self._progress = time.monotonic()        # last time the thread turned or finished an event
         self._states = ChannelStates(channels)
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -127,6 +139,7 @@ class Publisher(Output):
         self._next_heartbeat = 0.0                 # monotonic time of the next heartbeat round (thread only)
         self._drop_log = RateLimitedLog(LOG_EVERY_SECONDS)
         self._error_log = RateLimitedLog(LOG_EVERY_SECONDS)
+        self._full_log = RateLimitedLog(LOG_EVERY_SECONDS)
 
     # -- public API (any thread) ------------------------------------------------------------
 
@@ -159,19 +172,30 @@ class Publisher(Output):
         events.make_event(type, channel, 1, self.run_id, time.time(), **dict(fields))
         with self._queue_lock:
             if self._stopping:
-                log.warning("event after stop dropped type=%s channel=%s", type, channel)
-                self._counters.event_dropped("stopped")
-                return
-            self._queue.put((type, channel, fields))
-        self._wakeup.wake()
+                reason = "stopped"
+            elif len(self._queue) >= self.queue_size:
+                reason = "queue_full"
+            else:
+                self._queue.append((type, channel, fields))
+                reason = None
+        if reason is None:
+            self._wakeup.wake()
+            return
+        self._counters.event_dropped(reason)
+        if reason == "stopped":
+            log.warning("event after stop dropped type=%s channel=%s", type, channel)
+            return
+        count = self._full_log.hit()
+        if count is not None:
+            log.warning("publisher queue full, event dropped type=%s channel=%s queued=%d dropped_since_last_log=%d; "
+                        "the publisher thread is not keeping up (see /healthz)", type, channel, len(self._queue), count)
 
     def stop(self, timeout: float = 3.0) -> None:
         """Send everything already queued, close the sockets (linger <= 0.5 s), join the thread."""
         with self._queue_lock:
             if self._stopping:
                 return
-            self._stopping = True
-            self._queue.put(_STOP)
+            self._stopping = True  # from here on nothing is queued: the thread drains what there is and ends
         thread = self._thread
         if thread is None or not thread.is_alive():
             self._wakeup.close()
@@ -183,8 +207,7 @@ class Publisher(Output):
         self._wakeup.wake(force=True)  # whatever the flag says: stop must not wait for a heartbeat tick
         thread.join(timeout)
         if thread.is_alive():
-            log.warning("publisher thread still draining after stop timeout_s=%.1f queued=%s", timeout,
-                        "yes" if not self._queue.empty() else "no")
+            log.warning("publisher thread still draining after stop timeout_s=%.1f queued=%d", timeout, len(self._queue))
         else:
             self._wakeup.close()
             # `alive` goes False as the thread fails, before it has closed its sockets, so the
@@ -202,14 +225,8 @@ class Publisher(Output):
         """
         assert self._journal is not None
         saved = 0
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is _STOP:
-                continue
-            type_, channel, fields = item
+        while self._queue:
+            type_, channel, fields = self._queue.popleft()
             event = events.make_event(type_, channel, self._states.seq + 1, self.run_id, time.time(), **dict(fields))
             if self._journal.append(event):
                 saved += 1
@@ -247,6 +264,23 @@ class Publisher(Output):
         seq, channels = self._states.snapshot()
         return {"seq": seq, "run_id": self.run_id, "channels": channels}
 
+    def stuck(self, now: float, limit: float) -> str | None:
+        """Why the thread counts as stuck at monotonic time `now`, or None: it has made no progress
+        (no loop turn, no event finished) for `limit` seconds while events are waiting.
+
+        A hung fsync or any other blocking call on the thread shows here, while `alive` still
+        says True; an idle thread (nothing queued) is never stuck. A dead thread is reported
+        by `alive` and `error`, not here.
+        """
+        thread = self._thread
+        if thread is None or not thread.is_alive() or self._failed:
+            return None
+        queued = len(self._queue)
+        idle = now - self._progress
+        if queued and idle >= limit:
+            return f"publisher thread has made no progress for {idle:.1f} s with {queued} event(s) queued"
+        return None
+
     def watched_threads(self) -> list[WatchedThread]:
         """The publisher thread, and with CURVE the authenticator's."""
         out = [WatchedThread("publisher", lambda: self._thread, alive=lambda: self.alive, error=lambda: self.error)]
@@ -256,11 +290,16 @@ class Publisher(Output):
         return out
 
     def health(self) -> OutputHealth:
-        """A failing journal is "degraded": events are still published, a restart frees no disk."""
+        """A failing journal is "degraded": events are still published, a restart frees no disk.
+        A stuck thread (`stuck` with `stuck_seconds`) is not ok: nothing leaves, a restart helps."""
         journal = self.journal_status()
         degraded = [] if journal["ok"] else [f"journal {journal['path']}: {journal['error']} (events are published but not "
                                              "journaled, so they cannot be replayed)"]
-        return OutputHealth(ok=True, degraded=degraded, details={"journal": journal})
+        stuck = self.stuck(time.monotonic(), self.stuck_seconds)
+        if stuck is not None:
+            degraded.append(f"publisher stuck: {stuck}")
+        return OutputHealth(ok=stuck is None, degraded=degraded,
+                            details={"journal": journal, "publisher": {"queued": len(self._queue), "stuck": stuck}})
 
     def __enter__(self) -> Publisher:
         self.start()
@@ -353,9 +392,11 @@ class Publisher(Output):
         Each message is guarded where it is handled (one bad message costs one message); an
         exception escaping a turn is a bug in the loop itself and ends the thread (supervised).
         """
-        wait = 0.0 if not self._queue.empty() else \
+        wait = 0.0 if self._queue or self._stopping else \
             min(MAX_WAIT_SECONDS, max(0.0, self._next_heartbeat - time.monotonic()))
+        self._progress = time.monotonic()  # waiting in poll is not being stuck
         ready = dict(poller.poll(math.ceil(wait * 1000)))
+        self._progress = time.monotonic()
         if pub in ready:
             self._drain_subscriptions(pub)
         if self._wakeup.fileno() in ready:
@@ -385,19 +426,20 @@ class Publisher(Output):
                           msg[1:80].decode("utf-8", "replace"))
 
     def _drain_queue(self, pub: zmq.Socket[Any]) -> bool:
-        """Publish up to BATCH queued events; True once the stop marker is reached."""
-        for _ in range(BATCH):
+        """Publish up to BATCH queued events, or all of them once stopping; True when stopped."""
+        stopping = self._stopping  # read first: once it is set nothing more is queued
+        done = 0
+        while stopping or done < BATCH:
             try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return False
-            if item is _STOP:
-                return True
-            type_, channel, fields = item
+                type_, channel, fields = self._queue.popleft()
+            except IndexError:
+                return stopping
             try:
                 self._publish_now(pub, type_, channel, fields)
             except Exception as exc:  # a bug: this event is lost, the next ones are not
                 self._lost("event", f"type={type_} channel={channel}", exc)
+            done += 1
+            self._progress = time.monotonic()
         return False
 
     def _publish_now(self, pub: zmq.Socket[Any], type_: str, channel: str, fields: dict[str, Any]) -> None:
