@@ -25,7 +25,9 @@ built this way:
   months of reconnects.
 - Heartbeats (`heartbeats`, one per channel every `heartbeat_seconds`) carry `seq` like every
   event but are not journaled: they are liveness, not history.
-- The snapshot endpoint (`serving`) answers snapshots and REPLAY requests.
+- The snapshot endpoint (`serving`) answers snapshots at once and REPLAY requests through a
+  worker thread (`serving.ReplayWorker`): a replay reads journal files, and live events must
+  not wait behind it.
 - If the thread dies (a bug), it closes its sockets, logs `thread died thread=publisher`
   with the traceback and keeps the exception in `error`; `alive` goes False and the daemon
   exits 1. `stop()` then journals whatever was still queued (without sending it), so the
@@ -137,6 +139,11 @@ class Publisher(Output):
         self.snapshot_endpoint: str | None = None
         self._wakeup = Wakeup()
         self._next_heartbeat = 0.0                 # monotonic time of the next heartbeat round (thread only)
+        self._polling = False                      # the thread waits in poll (the replay worker's cue)
+        self._replayer = (serving.ReplayWorker(self._journal.path, run_id, lambda: self._states.seq,
+                                               self._journal.unjournaled, self._wakeup.wake, self._lost,
+                                               owner_idle=lambda: self._polling and not self._queue)
+                          if self._journal is not None else None)
         self._drop_log = RateLimitedLog(LOG_EVERY_SECONDS)
         self._error_log = RateLimitedLog(LOG_EVERY_SECONDS)
         self._full_log = RateLimitedLog(LOG_EVERY_SECONDS)
@@ -275,15 +282,20 @@ class Publisher(Output):
         thread = self._thread
         if thread is None or not thread.is_alive() or self._failed:
             return None
-        queued = len(self._queue)
+        queued = len(self._queue) + (self._replayer.waiting() if self._replayer is not None else 0)
         idle = now - self._progress
         if queued and idle >= limit:
             return f"publisher thread has made no progress for {idle:.1f} s with {queued} event(s) queued"
         return None
 
     def watched_threads(self) -> list[WatchedThread]:
-        """The publisher thread, and with CURVE the authenticator's."""
+        """The publisher thread, the replay worker (with a journal), and with CURVE the authenticator's."""
         out = [WatchedThread("publisher", lambda: self._thread, alive=lambda: self.alive, error=lambda: self.error)]
+        replayer = self._replayer
+        if replayer is not None:
+            out.append(WatchedThread("publisher-replay", lambda: replayer.thread,
+                                     alive=lambda: replayer.thread is not None and replayer.thread.is_alive()
+                                     and replayer.error is None, error=lambda: replayer.error))
         curve = self.curve
         if curve is not None:
             out.append(WatchedThread("curve-auth", lambda: curve.auth_thread))
@@ -357,6 +369,8 @@ class Publisher(Output):
                      self._journal.path if self._journal else "off")
             if self._journal is not None:
                 self._journal.open()
+            if self._replayer is not None:
+                self._replayer.start()
             self._loop(pub, rep)
         except Exception as exc:
             # caught here, not left to threading.excepthook, so the sockets are closed below;
@@ -370,6 +384,8 @@ class Publisher(Output):
                     sock.close()  # PUB keeps its linger so queued messages can still leave
             if self.curve is not None:
                 self.curve.stop()
+            if self._replayer is not None:
+                self._replayer.stop()
             if self._given_context is None:
                 ctx.term()
             if self._journal is not None:
@@ -392,10 +408,13 @@ class Publisher(Output):
         Each message is guarded where it is handled (one bad message costs one message); an
         exception escaping a turn is a bug in the loop itself and ends the thread (supervised).
         """
-        wait = 0.0 if self._queue or self._stopping else \
+        replies = self._replayer is not None and self._replayer.waiting()
+        wait = 0.0 if self._queue or self._stopping or replies else \
             min(MAX_WAIT_SECONDS, max(0.0, self._next_heartbeat - time.monotonic()))
         self._progress = time.monotonic()  # waiting in poll is not being stuck
+        self._polling = True
         ready = dict(poller.poll(math.ceil(wait * 1000)))
+        self._polling = False
         self._progress = time.monotonic()
         if pub in ready:
             self._drain_subscriptions(pub)
@@ -404,6 +423,8 @@ class Publisher(Output):
         stopping = self._drain_queue(pub)
         if rep in ready:
             self._answer_requests(rep)
+        if self._replayer is not None:
+            self._send_replies(rep)
         now = time.monotonic()
         if now >= self._next_heartbeat and not stopping:
             try:
@@ -503,30 +524,46 @@ class Publisher(Output):
                 return
             envelope, body = serving.split_envelope(request)
             try:
-                reply, what = self._reply_to(body)
+                answer = self._reply_to(envelope, body)
             except Exception as exc:  # a bug, not the client's fault: log it, answer, keep serving
                 self._lost("reply", "to a snapshot endpoint request", exc)
-                reply, what = serving.encode_reply(serving.replay.error_reply(
+                answer = serving.encode_reply(serving.replay.error_reply(
                     "internal error serving the request; see the daemon's log")), "error"
-            try:
-                rep.send_multipart([*envelope, reply], flags=zmq.NOBLOCK)
-            except zmq.ZMQError as exc:
-                log.debug("snapshot reply not sent error=%s", exc)
-                continue
-            log.debug("served %s", what)
+            if answer is None:
+                continue  # a replay: the worker builds the reply, _send_replies sends it
+            self._send_reply(rep, envelope, *answer)
 
-    def _reply_to(self, body: list[bytes]) -> tuple[bytes, str]:
+    def _send_replies(self, rep: zmq.Socket[Any]) -> None:
+        assert self._replayer is not None
+        for envelope, reply, what in self._replayer.take():
+            self._send_reply(rep, envelope, reply, what)
+
+    def _send_reply(self, rep: zmq.Socket[Any], envelope: list[bytes], reply: bytes, what: str) -> None:
+        try:
+            rep.send_multipart([*envelope, reply], flags=zmq.NOBLOCK)
+        except zmq.ZMQError as exc:  # the client went away, or its pipe is full: it asks again
+            log.debug("snapshot reply not sent error=%s", exc)
+            return
+        log.debug("served %s", what)
+
+    def _reply_to(self, envelope: list[bytes], body: list[bytes]) -> tuple[bytes, str] | None:
+        """The reply to a snapshot-endpoint request, or None when a replay went to the worker."""
         parsed = serving.parse(body)
         if parsed is None:
             seq, channels = self._states.snapshot()
             return (serving.encode_reply(serving.snapshot_body(self.run_id, seq, channels)),
                     f"snapshot seq={seq} channels={len(channels)}")
         if isinstance(parsed, dict):
-            reply = parsed
+            reply = parsed  # a malformed replay request: the error, at once
+        elif self._replayer is None:
+            reply = serving.replay_body(parsed, None, self.run_id, self._states.seq, [])
+        elif self._replayer.submit(envelope, parsed):
+            return None
         else:
-            reply = serving.replay_body(parsed, self._journal.path if self._journal else None, self.run_id,
-                                        self._states.seq, self._journal.unjournaled() if self._journal else [])
-        return serving.encode_reply(reply), f"replay type={reply['type']} events={len(reply.get('events', ()))}"
+            log.info("replay request refused: %d already waiting", self._replayer.max_waiting)
+            reply = serving.replay.error_reply(f"busy: {self._replayer.max_waiting} replay requests are already "
+                                               "waiting; ask again in a moment")
+        return serving.encode_reply(reply), f"replay type={reply['type']}"
 
     def _send_heartbeats(self, pub: zmq.Socket[Any]) -> None:
         live: Mapping[str, Mapping[str, Any]] = live_view(self._heartbeat_source)
