@@ -219,6 +219,7 @@ class CurveServer:
     _log: RateLimitedLog = field(default_factory=lambda: RateLimitedLog(LOG_EVERY_SECONDS), repr=False)
     _monitors: list[zmq.Socket[Any]] = field(default_factory=list, repr=False)
     _watcher: threading.Thread | None = field(default=None, repr=False)
+    monitor_error: BaseException | None = field(default=None, repr=False)   # what killed the monitor thread
     _stopping: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def __post_init__(self) -> None:
@@ -257,9 +258,15 @@ class CurveServer:
     @property
     def auth_thread(self) -> threading.Thread | None:
         """pyzmq's ZAP thread once started: without it no client can complete a handshake, so the
-        daemon supervises it. The curve-monitor thread is not supervised: if it fails, clients
-        are still refused, only no longer counted (logged in `_watch`)."""
+        daemon supervises it."""
         return self._auth.thread if self._auth is not None else None
+
+    @property
+    def monitor_thread(self) -> threading.Thread | None:
+        """The socket-monitor thread once `secure` ran. Supervised too: without it clients are
+        still refused, but refusals go uncounted and unlogged, which is how a scan or a
+        misconfigured client fleet goes unnoticed; a restart brings it back."""
+        return self._watcher
 
     def stop(self) -> None:
         """Stop the watcher and the authenticator (before the context is terminated)."""
@@ -289,8 +296,10 @@ class CurveServer:
                     elif msg["event"] & _HANDSHAKE_FAILED:
                         self._refused("", "", "no CURVE, wrong server key or an aborted connection",
                                       kind="handshake", endpoint=msg["endpoint"].decode("utf-8", "replace"))
-        except Exception:
-            log.exception("curve monitor failed; such clients are still refused, just not counted")
+        except Exception as exc:
+            self.monitor_error = exc
+            log.exception("thread died thread=curve-monitor error=%r; clients without CURVE are still refused, "
+                          "but no longer counted", exc)
         finally:
             for mon in self._monitors:
                 mon.close(linger=0)

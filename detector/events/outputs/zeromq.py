@@ -289,7 +289,8 @@ class Publisher(Output):
         return None
 
     def watched_threads(self) -> list[WatchedThread]:
-        """The publisher thread, the replay worker (with a journal), and with CURVE the authenticator's."""
+        """The publisher thread, the replay worker (with a journal), and with CURVE the authenticator
+        and the socket monitor."""
         out = [WatchedThread("publisher", lambda: self._thread, alive=lambda: self.alive, error=lambda: self.error)]
         replayer = self._replayer
         if replayer is not None:
@@ -299,6 +300,7 @@ class Publisher(Output):
         curve = self.curve
         if curve is not None:
             out.append(WatchedThread("curve-auth", lambda: curve.auth_thread))
+            out.append(WatchedThread("curve-monitor", lambda: curve.monitor_thread, error=lambda: curve.monitor_error))
         return out
 
     def health(self) -> OutputHealth:
@@ -359,6 +361,8 @@ class Publisher(Output):
                 if self.curve is not None:
                     self.curve.start(ctx)  # the authenticator must share the sockets' context
                 pub, rep = self._bind_sockets(ctx)
+                if self._replayer is not None:
+                    self._replayer.start()  # before start() returns, so its thread can be watched at once
             except BaseException as exc:
                 self._bind_error = exc if isinstance(exc, UsageError) else RuntimeFailure(f"publisher start failed: {exc}")
                 return
@@ -369,8 +373,6 @@ class Publisher(Output):
                      self._journal.path if self._journal else "off")
             if self._journal is not None:
                 self._journal.open()
-            if self._replayer is not None:
-                self._replayer.start()
             self._loop(pub, rep)
         except Exception as exc:
             # caught here, not left to threading.excepthook, so the sockets are closed below;
