@@ -34,7 +34,8 @@ PROBE = "probe"  # channel used to learn that a SUB's subscription has reached t
 
 def segment(label: str = "commercial", n: int = 1, **extra) -> dict:
     return dict(label=label, is_ad=label == "commercial", confidence=0.9, segment_id=f"demo-{n}",
-                time=time.time() - 1.0, stream_time=10.0 * n, **extra)
+                time=time.time() - 1.0, stream_time=10.0 * n, pts=(900_000 * n) % 2 ** 33, boundary="cut",
+                **extra)
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ ANY = "tcp://127.0.0.1:*"
 
 def segment(n: int, label: str = "commercial") -> dict:
     return dict(label=label, is_ad=label == "commercial", confidence=0.9, segment_id=f"seg-{n}",
-                time=time.time() - 1.0, stream_time=float(n))
+                time=time.time() - 1.0, stream_time=float(n), pts=90_000 * n, boundary="black")
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -106,6 +106,7 @@ def test_replay_after_seq_k_returns_exactly_the_later_events(ctx, make_publisher
     full = ask(ctx, pub.snapshot_endpoint, replay_request("run-a", 0))["events"]
     assert full == list(read_journal(tmp_path / "events.jsonl"))
     assert all(events.decode(events.encode(e)) == e for e in full)
+    assert all(e["boundary"] == "black" and e["pts"] == 90_000 * int(e["segment_id"][4:]) for e in full)
 
 
 def test_replay_pages_with_a_limit(ctx, make_publisher, tmp_path):

@@ -32,7 +32,7 @@ RUN = "run-curve"
 
 def segment(n: int) -> dict:
     return dict(label="commercial", is_ad=True, confidence=0.9, segment_id=f"s{n}", time=time.time(),
-                stream_time=float(n))
+                stream_time=float(n), pts=None, boundary="model")
 
 
 @pytest.fixture
