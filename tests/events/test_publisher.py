@@ -608,6 +608,11 @@ def test_publish_validates_in_the_caller_and_drops_after_stop(make_publisher):
     assert pub.last_seq == 0
 
 
+def test_a_channel_name_the_contract_refuses_is_refused_at_construction():
+    with pytest.raises(ValueError, match="channel"):
+        Publisher(ANY, ANY, 60.0, None, RUN, ["news", "bad/name"])
+
+
 def test_channels_not_configured_at_start_are_tracked(make_publisher):
     pub = make_publisher(channels=[])
     pub.publish("stream.up", "late")

@@ -25,9 +25,18 @@ log = logging.getLogger(__name__)
 
 
 class EventCounters(Protocol):
-    """What outputs report to the metrics (implemented by `detector.live.metrics`).
+    """What outputs report to the metrics (implemented by `detector.live.metrics.Metrics`).
 
     A protocol rather than callbacks: one object to pass, and each method names what it counts.
+    Called on the outputs' own threads, so implementations must be thread-safe and quick.
+
+    - event_sent(channel, type): one event (heartbeats included) left.
+    - event_dropped(reason): one event did not leave (or not to everyone): "hwm" (a subscriber's
+      queue overflowed), "queue_full" (the output's queue was full: publish() dropped it),
+      "stopped" (published after stop()), "error" (a bug or a send failure lost this one).
+    - journal_error(): one append to the journal failed (the event was still sent).
+    - journal_state(ok): the journal started failing (False) or accepts events again (True).
+    - auth_failure(reason): a client was refused by CURVE ("unknown_key" or "handshake").
     """
 
     def event_sent(self, channel: str, type: str) -> None: ...

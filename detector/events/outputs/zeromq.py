@@ -10,19 +10,9 @@ built this way:
 - The thread, not the caller, assigns `seq` and `emitted`: one writer makes `seq` strictly
   increasing for the whole process without a lock around the send.
 - Every event except heartbeats is journaled before it is sent (`journaling.JournalKeeper`).
-- The PUB side is an XPUB with `XPUB_NODROP`, sent with `NOBLOCK`. A plain PUB drops silently
-  at the high-water mark, so an overflow could never be counted. With `XPUB_NODROP`, a send
-  that would overflow a subscriber's queue fails with `zmq.Again` and nothing is sent; we
-  count it ("hwm") and resend the same message in lossy mode, so it still reaches every
-  subscriber with room. A slow subscriber thus loses messages itself, never blocks the
-  pipeline, and never makes a fast subscriber miss anything.
-  Limit (libzmq, measured): after that lossy send, libzmq parks the full subscriber's queue
-  and skips it silently until the subscriber has read half of it, so "hwm" counts overflow
-  EPISODES (one per time a subscriber falls behind), not every message it missed. Counting
-  every message would need the strict NODROP mode, where one stuck dashboard makes every
-  subscriber miss everything; subscribers see exactly what they missed from the gaps in `seq`.
-  The XPUB's subscription messages are read and discarded so they cannot pile up over
-  months of reconnects.
+- The PUB side never blocks and counts what a slow subscriber misses (`pubsocket`: an XPUB
+  with XPUB_NODROP and a lossy resend). Its subscription messages are read and discarded so
+  they cannot pile up over months of reconnects.
 - Heartbeats (`heartbeats`, one per channel every `heartbeat_seconds`) carry `seq` like every
   event but are not journaled: they are liveness, not history.
 - The snapshot endpoint (`serving`) answers snapshots at once and REPLAY requests through a
@@ -51,7 +41,7 @@ from detector.errors import RuntimeFailure, UsageError
 from detector.events import schema as events
 from detector.events.curve import CurveServer
 from detector.events.journal import DEFAULT_KEEP, DEFAULT_MAX_BYTES
-from detector.events.outputs import serving
+from detector.events.outputs import pubsocket, serving
 from detector.events.outputs.base import EventCounters, Output, OutputHealth, SafeCounters
 from detector.events.outputs.channel_state import ChannelStates
 from detector.events.outputs.heartbeats import HeartbeatSource, live_view, make_heartbeat
@@ -63,8 +53,6 @@ from detector.util.threads import WatchedThread
 
 log = logging.getLogger(__name__)
 
-PUB_LINGER_MS = 500          # at stop, queued messages get this long to reach subscribers
-MAX_REQUEST_BYTES = 64 * 1024  # snapshot requests and subscriptions are tiny; refuse floods
 BATCH = 1000                 # queue items per loop turn, so snapshots and heartbeats never starve
 LOG_EVERY_SECONDS = 10.0     # rate limit for repeated warnings (drops, journal errors)
 START_TIMEOUT_SECONDS = 10.0
@@ -109,6 +97,8 @@ class Publisher(Output):
             raise ValueError(f"queue_size must be >= 1, got {queue_size!r}")
         if not stuck_seconds > 0:
             raise ValueError(f"stuck_seconds must be > 0, got {stuck_seconds!r}")
+        for name in channels:  # a bad name would fail every heartbeat round, far from its cause
+            events.make_event("stream.up", name, 1, run_id, 0.0)
         self.bind = bind
         self.snapshot_bind = snapshot_bind
         self.heartbeat_seconds = float(heartbeat_seconds)
@@ -324,35 +314,6 @@ class Publisher(Output):
 
     # -- the thread ---------------------------------------------------------------------------
 
-    def _bind_sockets(self, ctx: zmq.Context[Any]) -> tuple[zmq.Socket[Any], zmq.Socket[Any]]:
-        pub = ctx.socket(zmq.XPUB)
-        rep = ctx.socket(zmq.ROUTER)
-        try:
-            if self.curve is not None:
-                self.curve.secure(pub, rep)
-            pub.setsockopt(zmq.SNDHWM, self.send_hwm)
-            pub.setsockopt(zmq.LINGER, PUB_LINGER_MS)
-            pub.setsockopt(zmq.XPUB_NODROP, 1)
-            pub.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
-            # a subscriber host that vanished (cable, power) is noticed in minutes, not hours
-            pub.setsockopt(zmq.TCP_KEEPALIVE, 1)
-            pub.setsockopt(zmq.TCP_KEEPALIVE_IDLE, 60)
-            pub.setsockopt(zmq.TCP_KEEPALIVE_INTVL, 10)
-            rep.setsockopt(zmq.LINGER, 0)
-            rep.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
-            for sock, endpoint, what in ((pub, self.bind, "events PUB"), (rep, self.snapshot_bind, "snapshot REP")):
-                try:
-                    sock.bind(endpoint)
-                except zmq.ZMQError as exc:
-                    raise UsageError(f"cannot bind {what} socket to {endpoint}: {exc.strerror}") from None
-            self.endpoint = _last_endpoint(pub, self.bind)
-            self.snapshot_endpoint = _last_endpoint(rep, self.snapshot_bind)
-        except BaseException:
-            pub.close(linger=0)
-            rep.close(linger=0)
-            raise
-        return pub, rep
-
     def _run(self) -> None:
         ctx = self._given_context or zmq.Context()
         pub = rep = None
@@ -360,7 +321,8 @@ class Publisher(Output):
             try:
                 if self.curve is not None:
                     self.curve.start(ctx)  # the authenticator must share the sockets' context
-                pub, rep = self._bind_sockets(ctx)
+                pub, rep, self.endpoint, self.snapshot_endpoint = pubsocket.bind_sockets(
+                    ctx, self.bind, self.snapshot_bind, self.send_hwm, self.curve)
                 if self._replayer is not None:
                     self._replayer.start()  # before start() returns, so its thread can be watched at once
             except BaseException as exc:
@@ -419,7 +381,7 @@ class Publisher(Output):
         self._polling = False
         self._progress = time.monotonic()
         if pub in ready:
-            self._drain_subscriptions(pub)
+            pubsocket.drain_subscriptions(pub, BATCH)
         if self._wakeup.fileno() in ready:
             self._wakeup.taken()
         stopping = self._drain_queue(pub)
@@ -437,16 +399,6 @@ class Publisher(Output):
             if self._next_heartbeat <= now:  # fell behind (a long burst): no catch-up storm
                 self._next_heartbeat = now + self.heartbeat_seconds
         return not stopping
-
-    def _drain_subscriptions(self, pub: zmq.Socket[Any]) -> None:
-        for _ in range(BATCH):
-            try:
-                msg = pub.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            if msg[:1] in (b"\x01", b"\x00"):
-                log.debug("subscriber %s topic=%r", "subscribed" if msg[:1] == b"\x01" else "unsubscribed",
-                          msg[1:80].decode("utf-8", "replace"))
 
     def _drain_queue(self, pub: zmq.Socket[Any]) -> bool:
         """Publish up to BATCH queued events, or all of them once stopping; True when stopped."""
@@ -479,34 +431,20 @@ class Publisher(Output):
 
     def _send(self, pub: zmq.Socket[Any], event: dict[str, Any]) -> bool:
         """Send without ever blocking or raising; count a drop when some subscriber's queue is full."""
+        def overflowed() -> None:
+            self._counters.event_dropped("hwm")
+            count = self._drop_log.hit()
+            if count is not None:
+                log.warning("slow subscriber: its queue overflowed, it misses messages until it catches up "
+                            "overflows=%d seq=%d", count, event["seq"])
+
         try:
-            frames = events.encode(event)
-            try:
-                pub.send_multipart(frames, flags=zmq.NOBLOCK)
-            except zmq.Again:
-                self._counters.event_dropped("hwm")
-                count = self._drop_log.hit()
-                if count is not None:
-                    log.warning("slow subscriber: its queue overflowed, it misses messages until it catches up "
-                                "overflows=%d seq=%d", count, event["seq"])
-                self._send_lossy(pub, frames)
+            pubsocket.send(pub, events.encode(event), overflowed)
         except Exception as exc:  # a send error, or a bug: this message is lost, the next ones are not
             self._lost(event["type"], f"seq={event['seq']} channel={event['channel']}", exc)
             return False
         self._counters.event_sent(event["channel"], event["type"])
         return True
-
-    def _send_lossy(self, pub: zmq.Socket[Any], frames: list[bytes]) -> None:
-        """Resend in lossy mode: every subscriber with room still gets it, the full ones miss it."""
-        pub.setsockopt(zmq.XPUB_NODROP, 0)
-        try:
-            pub.send_multipart(frames, flags=zmq.NOBLOCK)
-        finally:
-            try:
-                pub.setsockopt(zmq.XPUB_NODROP, 1)
-            except Exception:
-                # left lossy, a full subscriber's messages are dropped uncounted; log it, keep sending
-                log.exception("could not switch XPUB_NODROP back on")
 
     def _lost(self, what: str, details: str, exc: BaseException) -> None:
         """One message (event, heartbeat or reply) could not be delivered: count it, log it rate-limited."""
@@ -581,11 +519,3 @@ class Publisher(Output):
             log.debug("heartbeat sent channel=%s seq=%d state=%s p_ad=%s stream_up=%s", name, event["seq"], event["state"],
                       event["p_ad"], event["stream_up"])
 
-
-def _last_endpoint(sock: zmq.Socket[Any], fallback: str) -> str:
-    try:
-        value = sock.getsockopt(zmq.LAST_ENDPOINT)
-    except zmq.ZMQError:
-        return fallback
-    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-    return text or fallback
