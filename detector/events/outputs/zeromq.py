@@ -18,6 +18,12 @@ built this way:
 - The snapshot endpoint (`serving`) answers snapshots at once and REPLAY requests through a
   worker thread (`serving.ReplayWorker`): a replay reads journal files, and live events must
   not wait behind it.
+- `publish()` never blocks: beyond `queue_size` waiting events it drops the new one (counted
+  "queue_full"), because a pipeline that waits for its publisher misses frames on every channel.
+- One bad message costs one message: whatever fails while building or sending an event, a
+  heartbeat or a reply is counted ("error"), logged (rate-limited, with the traceback) and
+  the thread goes on. `stuck()` notices a thread that stopped making progress with work
+  waiting (a hung fsync), which `alive` cannot; `health()` reports it as not ok.
 - If the thread dies (a bug), it closes its sockets, logs `thread died thread=publisher`
   with the traceback and keeps the exception in `error`; `alive` goes False and the daemon
   exits 1. `stop()` then journals whatever was still queued (without sending it), so the
