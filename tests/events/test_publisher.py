@@ -24,6 +24,7 @@ from detector.events import schema as events
 from detector.events import journal
 from detector.errors import UsageError
 from detector.events.journal import Journal, JournalError, read_journal
+from detector.events.outputs.base import DROP_REASONS
 from detector.events.outputs.zeromq import Publisher
 from evkit import Recorder
 
@@ -577,7 +578,7 @@ def test_a_stuck_publisher_is_reported_and_a_full_queue_drops_without_blocking(c
     for i in range(1, 11):
         pub.publish("segment.start", "a", **segment(n=i))
     assert time.monotonic() - t0 < 0.5
-    assert counts.dropped == ["queue_full"] * 5
+    assert counts.dropped == ["queue_full"] * 5 and "queue_full" in DROP_REASONS
     full = [r for r in caplog.records if "queue full" in r.getMessage()]
     assert len(full) == 1 and full[0].levelname == "WARNING", [r.getMessage() for r in caplog.records]
     wait_until(lambda: pub.stuck(time.monotonic(), 0.3) is not None)

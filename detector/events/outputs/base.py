@@ -24,6 +24,12 @@ from detector.util.threads import WatchedThread
 log = logging.getLogger(__name__)
 
 
+#: Every reason an output passes to `EventCounters.event_dropped` (metrics create these series up front).
+DROP_REASONS = ("hwm", "queue_full", "stopped", "error")
+#: Every reason passed to `EventCounters.auth_failure`.
+AUTH_FAILURE_REASONS = ("unknown_key", "handshake")
+
+
 class EventCounters(Protocol):
     """What outputs report to the metrics (implemented by `detector.live.metrics.Metrics`).
 
