@@ -19,7 +19,7 @@ Why it is built this way:
 - The authenticator must use the same zmq.Context as the sockets it protects (ZAP is an
   inproc endpoint of that context), so `CurveServer.start(ctx)` is called by the publisher
   thread with the context it creates its sockets in.
-- Refusals are counted (a callback: the daemon's `ad_detector_auth_failures_total`) and
+- Refusals are counted (`EventCounters.auth_failure`: the daemon's `ad_detector_auth_failures_total`) and
   logged at most once per LOG_EVERY_SECONDS with the client's IP address and public key
   (public, so safe to log) and how many were refused since the last line. Secret keys are
   never logged, put in an error message, or kept anywhere but the sockets.
@@ -47,6 +47,7 @@ from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
 
 from detector.errors import UsageError
+from detector.events.outputs.base import EventCounters
 from detector.util.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
@@ -200,8 +201,8 @@ class _CountingAuthenticator(ThreadAuthenticator):
 class CurveServer:
     """CURVE for the daemon's server sockets: keys loaded once at start, one authenticator.
 
-    `on_failure(reason)` is called once per refused client handshake (for the metric), with
-    reason "unknown_key" (a CURVE client whose key is not in allowed_clients_dir: seen by
+    `counters.auth_failure(reason)` (an `EventCounters`: the daemon's metrics) is called once
+    per refused client handshake, with reason "unknown_key" (a CURVE client whose key is not in allowed_clients_dir: seen by
     ZAP, with its address) or "handshake" (the handshake failed before authentication: a
     client without CURVE, one with the wrong server key, or a bare TCP probe; libzmq
     rejects these before ZAP, so they are seen through a socket monitor, which knows no
@@ -211,13 +212,14 @@ class CurveServer:
 
     secret_key_path: Path
     allowed_clients_dir: Path
-    on_failure: Callable[[str], None] | None = None
+    counters: EventCounters | None = None
     _public: bytes = field(default=b"", repr=False)
     _secret: bytes = field(default=b"", repr=False)
     _auth: _CountingAuthenticator | None = field(default=None, repr=False)
     _log: RateLimitedLog = field(default_factory=lambda: RateLimitedLog(LOG_EVERY_SECONDS), repr=False)
     _monitors: list[zmq.Socket[Any]] = field(default_factory=list, repr=False)
     _watcher: threading.Thread | None = field(default=None, repr=False)
+    monitor_error: BaseException | None = field(default=None, repr=False)   # what killed the monitor thread
     _stopping: threading.Event = field(default_factory=threading.Event, repr=False)
 
     def __post_init__(self) -> None:
@@ -256,9 +258,15 @@ class CurveServer:
     @property
     def auth_thread(self) -> threading.Thread | None:
         """pyzmq's ZAP thread once started: without it no client can complete a handshake, so the
-        daemon supervises it. The curve-monitor thread is not supervised: if it fails, clients
-        are still refused, only no longer counted (logged in `_watch`)."""
+        daemon supervises it."""
         return self._auth.thread if self._auth is not None else None
+
+    @property
+    def monitor_thread(self) -> threading.Thread | None:
+        """The socket-monitor thread once `secure` ran. Supervised too: without it clients are
+        still refused, but refusals go uncounted and unlogged, which is how a scan or a
+        misconfigured client fleet goes unnoticed; a restart brings it back."""
+        return self._watcher
 
     def stop(self) -> None:
         """Stop the watcher and the authenticator (before the context is terminated)."""
@@ -288,8 +296,10 @@ class CurveServer:
                     elif msg["event"] & _HANDSHAKE_FAILED:
                         self._refused("", "", "no CURVE, wrong server key or an aborted connection",
                                       kind="handshake", endpoint=msg["endpoint"].decode("utf-8", "replace"))
-        except Exception:
-            log.exception("curve monitor failed; such clients are still refused, just not counted")
+        except Exception as exc:
+            self.monitor_error = exc
+            log.exception("thread died thread=curve-monitor error=%r; clients without CURVE are still refused, "
+                          "but no longer counted", exc)
         finally:
             for mon in self._monitors:
                 mon.close(linger=0)
@@ -297,11 +307,11 @@ class CurveServer:
 
     def _refused(self, address: str, client_key: str, reason: str, kind: str = "unknown_key",
                  endpoint: str = "") -> None:
-        if self.on_failure is not None:
+        if self.counters is not None:
             try:
-                self.on_failure(kind)
+                self.counters.auth_failure(kind)
             except Exception:
-                log.exception("auth failure callback failed")
+                log.exception("auth failure counter failed")
         count = self._log.hit()
         if count is not None:
             where = f"address={address or '?'} client_key={client_key or 'none'}" if kind == "unknown_key" \

@@ -25,19 +25,31 @@ from datetime import datetime, timezone
 from typing import Any
 
 SCHEMA = 1
-TYPES = ("segment.start", "segment.end", "heartbeat", "stream.up", "stream.down")
+#: Every event type of CONTRACT.md "Events", in one place for publishers, subscribers and tests.
+TYPES = ("segment.start", "segment.end", "heartbeat", "stream.up", "stream.down", "cue.upstream")
+SEGMENT_TYPES = ("segment.start", "segment.end")
+#: What placed a segment boundary (`boundary`): the channel's first frame, a scene cut, a black
+#: frame, a silence, or the model's own estimate when no cue was near.
+BOUNDARIES = ("stream_start", "cut", "black", "silence", "model")
+#: MPEG-TS presentation timestamps count 90 kHz modulo 2^33.
+PTS_MODULUS = 2 ** 33
 
 #: Keys every payload carries; `make_event` sets them, extra fields may not override them.
 ENVELOPE = ("schema", "type", "channel", "seq", "run_id", "emitted")
-SEGMENT_FIELDS = ("label", "is_ad", "confidence", "segment_id", "time", "stream_time")
+SEGMENT_FIELDS = ("label", "is_ad", "confidence", "segment_id", "time", "stream_time", "pts", "boundary")
 HEARTBEAT_FIELDS = ("state", "p_ad", "stream_up", "fps_in", "fps_analyzed")
+CUE_FIELDS = ("pts", "packet_pts", "command", "out_of_network", "event_id", "base64")
 REQUIRED: dict[str, tuple[str, ...]] = {
     "segment.start": SEGMENT_FIELDS,
     "segment.end": SEGMENT_FIELDS + ("duration",),
     "heartbeat": HEARTBEAT_FIELDS,
     "stream.up": (),
     "stream.down": (),
+    "cue.upstream": CUE_FIELDS,
 }
+#: Segment fields added to schema 1 later: `make_event` requires them, `decode` takes events
+#: without them (journals written before, replayed after an upgrade) and checks them when present.
+ADDED_SEGMENT_FIELDS = ("pts", "boundary")
 
 # Channel names follow the config rule; "/" would make the topic frame ambiguous.
 _CHANNEL_RE = re.compile(r"[A-Za-z0-9_-]+\Z")
@@ -45,6 +57,7 @@ _CHANNEL_RE = re.compile(r"[A-Za-z0-9_-]+\Z")
 # millisecond precision with "Z" (see `rfc3339`).
 _RFC3339_RE = re.compile(r"(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}:\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})\Z")
 _REPR_MAX = 60
+_BASE64_RE = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{4})\Z")
 # one encoder for every payload: json.dumps() with options builds a new one per call
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
@@ -164,6 +177,54 @@ def _need_time(kind: str, name: str, value: Any) -> str:
     return str(value)
 
 
+def _plain_int(value: Any) -> int | None:
+    """`value` as a Python int when it is an integer (numpy included, bool not), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return int(value)
+    if hasattr(value, "dtype") and getattr(value.dtype, "kind", "") in ("i", "u"):
+        return int(value)
+    return None
+
+
+def _need_pts(kind: str, name: str, value: Any) -> int | None:
+    """A 90 kHz PTS (an integer modulo 2^33) or None where the source has none."""
+    if value is None:
+        return None
+    number = _plain_int(value)
+    if number is None or not 0 <= number < PTS_MODULUS:
+        raise ValueError(f"{kind}: field '{name}' must be an integer from 0 to 2^33-1 (90 kHz) or null, "
+                         f"got {_short(value)}")
+    return number
+
+
+def _need_boundary(kind: str, value: Any) -> str:
+    if not isinstance(value, str) or value not in BOUNDARIES:
+        raise ValueError(f"{kind}: field 'boundary' must be one of {', '.join(BOUNDARIES)}, got {_short(value)}")
+    return value
+
+
+def _need_optional_bool(kind: str, name: str, value: Any) -> bool | None:
+    return None if value is None else _need_bool(kind, name, value)
+
+
+def _need_event_id(kind: str, value: Any) -> int | None:
+    """A SCTE-35 splice_event_id (32 bits) or None."""
+    if value is None:
+        return None
+    number = _plain_int(value)
+    if number is None or not 0 <= number < 2 ** 32:
+        raise ValueError(f"{kind}: field 'event_id' must be an integer from 0 to 2^32-1 or null, got {_short(value)}")
+    return number
+
+
+def _need_base64(kind: str, value: Any) -> str:
+    if not isinstance(value, str) or not _BASE64_RE.match(value):
+        raise ValueError(f"{kind}: field 'base64' must be non-empty base64 text, got {_short(value)}")
+    return value
+
+
 def _need_segment_id(kind: str, value: Any) -> str | int:
     if _utf8_text(value):
         return str(value)
@@ -174,22 +235,28 @@ def _need_segment_id(kind: str, value: Any) -> str | int:
     raise ValueError(f"{kind}: field 'segment_id' must be a non-empty string or an integer, got {_short(value)}")
 
 
-def _check_fields(kind: str, fields: dict[str, Any]) -> dict[str, Any]:
+def _check_fields(kind: str, fields: dict[str, Any], received: bool = False) -> dict[str, Any]:
     """Validate the type-specific fields; return them normalised (plain Python types).
 
     Raises ValueError naming the first bad field. Extra fields are kept as they are.
+    `received` (decode): ADDED_SEGMENT_FIELDS may be missing, and are checked when present.
     """
-    missing = [name for name in REQUIRED[kind] if name not in fields]
+    optional = ADDED_SEGMENT_FIELDS if received and kind in SEGMENT_TYPES else ()
+    missing = [name for name in REQUIRED[kind] if name not in fields and name not in optional]
     if missing:
         raise ValueError(f"{kind}: missing field(s) {', '.join(missing)}")
     out = dict(fields)
-    if kind in ("segment.start", "segment.end"):
+    if kind in SEGMENT_TYPES:
         out["label"] = _need_text(kind, "label", fields["label"])
         out["is_ad"] = _need_bool(kind, "is_ad", fields["is_ad"])
         out["confidence"] = _need_number(kind, "confidence", fields["confidence"], 0.0, 1.0)
         out["segment_id"] = _need_segment_id(kind, fields["segment_id"])
         out["time"] = _need_time(kind, "time", fields["time"])
         out["stream_time"] = _need_number(kind, "stream_time", fields["stream_time"])
+        if "pts" in fields:
+            out["pts"] = _need_pts(kind, "pts", fields["pts"])
+        if "boundary" in fields:
+            out["boundary"] = _need_boundary(kind, fields["boundary"])
         if kind == "segment.end":
             out["duration"] = _need_number(kind, "duration", fields["duration"], 0.0)
     elif kind == "heartbeat":
@@ -199,6 +266,13 @@ def _check_fields(kind: str, fields: dict[str, Any]) -> dict[str, Any]:
         out["stream_up"] = _need_bool(kind, "stream_up", fields["stream_up"])
         out["fps_in"] = _need_number(kind, "fps_in", fields["fps_in"], 0.0)
         out["fps_analyzed"] = _need_number(kind, "fps_analyzed", fields["fps_analyzed"], 0.0)
+    elif kind == "cue.upstream":
+        out["pts"] = _need_pts(kind, "pts", fields["pts"])
+        out["packet_pts"] = _need_pts(kind, "packet_pts", fields["packet_pts"])
+        out["command"] = _need_text(kind, "command", fields["command"])
+        out["out_of_network"] = _need_optional_bool(kind, "out_of_network", fields["out_of_network"])
+        out["event_id"] = _need_event_id(kind, fields["event_id"])
+        out["base64"] = _need_base64(kind, fields["base64"])
     return out
 
 
@@ -275,8 +349,9 @@ def decode(frames: Sequence[Any]) -> dict[str, Any]:
 
     Checks: exactly two frames, both UTF-8, the payload a JSON object with schema 1, a known
     type, a valid channel, a topic equal to ``<type>/<channel>``, seq an integer >= 1, run_id
-    a non-empty string, emitted an RFC 3339 time and the type's fields. Extra fields are
-    allowed (newer publishers may add some without a schema bump).
+    a non-empty string, emitted an RFC 3339 time and the type's fields (segment events written
+    before `pts` and `boundary` existed are accepted without them). Extra fields are allowed
+    (newer publishers may add some without a schema bump).
     """
     if not isinstance(frames, (list, tuple)):
         raise EventError(f"expected a list of frames, got {type(frames).__name__}")
@@ -311,7 +386,7 @@ def decode(frames: Sequence[Any]) -> dict[str, Any]:
             raise ValueError(f"topic {_short(topic_text)} does not match type/channel {_short(topic(kind, obj['channel']))}")
         if not _valid_rfc3339(obj.get("emitted")):
             raise ValueError(f"emitted must be an RFC 3339 time, got {_short(obj.get('emitted'))}")
-        _check_fields(kind, {k: v for k, v in obj.items() if k not in ENVELOPE})
+        _check_fields(kind, {k: v for k, v in obj.items() if k not in ENVELOPE}, received=True)
     except ValueError as exc:
         raise EventError(" ".join(str(exc).split())) from None
     return obj

@@ -17,14 +17,18 @@ RUN = "0123456789abcdef"
 T0 = 1795888800.123456  # 2026-11-28T18:00:00.123Z
 RFC3339_MS = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z\Z")
 
-SEGMENT = dict(label="commercial", is_ad=True, confidence=0.93, segment_id="demo-7", time=T0 - 2.5, stream_time=1234.5)
+SEGMENT = dict(label="commercial", is_ad=True, confidence=0.93, segment_id="demo-7", time=T0 - 2.5, stream_time=1234.5,
+               pts=8_589_900_000, boundary="black")
 HEARTBEAT = dict(state="football", p_ad=0.12, stream_up=True, fps_in=25.0, fps_analyzed=5.0)
+CUE = dict(pts=1_234_567, packet_pts=1_000_000, command="splice_insert", out_of_network=True, event_id=42,
+           base64="/DAlAAAAAAAAAP/wFAUAAAAqf+/+ABLWh34AApJ8AAAAAAAAOQqkVw==")
 FIELDS = {
     "segment.start": SEGMENT,
     "segment.end": {**SEGMENT, "duration": 31.5},
     "heartbeat": HEARTBEAT,
     "stream.up": {"source": "rtsp://user:***@cam/live"},
     "stream.down": {"reason": "stalled"},
+    "cue.upstream": CUE,
 }
 ENVELOPE = {"schema", "type", "channel", "seq", "run_id", "emitted"}
 
@@ -82,9 +86,69 @@ def test_segment_fields(kind):
     assert event["confidence"] == 0.93 and event["segment_id"] == "demo-7"
     assert event["time"] == "2026-11-28T17:59:57.623Z"  # the boundary, not the decision
     assert event["stream_time"] == 1234.5
+    assert event["pts"] == 8_589_900_000 and event["boundary"] == "black"
     assert ("duration" in event) == (kind == "segment.end")
     expected = set(events.SEGMENT_FIELDS) | ENVELOPE | ({"duration"} if kind == "segment.end" else set())
     assert set(event) == expected
+
+
+def test_event_types_and_boundary_kinds_are_defined_once_as_the_contract_names_them():
+    assert events.TYPES == ("segment.start", "segment.end", "heartbeat", "stream.up", "stream.down", "cue.upstream")
+    assert events.BOUNDARIES == ("stream_start", "cut", "black", "silence", "model")
+    assert {"pts", "boundary"} <= set(events.SEGMENT_FIELDS)
+    assert events.PTS_MODULUS == 2 ** 33
+
+
+@pytest.mark.parametrize("pts", [0, 1, 2 ** 33 - 1, None])
+@pytest.mark.parametrize("boundary", ["stream_start", "cut", "black", "silence", "model"])
+def test_segment_pts_and_boundary(pts, boundary):
+    event = build("segment.start", pts=pts, boundary=boundary)
+    assert event["pts"] == pts and type(event["pts"]) is type(pts) and event["boundary"] == boundary
+    assert decode(encode(event)) == event
+
+
+def test_segment_pts_may_be_a_numpy_integer():
+    np = pytest.importorskip("numpy")
+    event = build("segment.end", pts=np.int64(90_000), boundary="cut")
+    assert event["pts"] == 90_000 and type(event["pts"]) is int
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"pts": -1}, "pts"),
+    ({"pts": 2 ** 33}, "pts"),
+    ({"pts": 90000.0}, "pts"),
+    ({"pts": True}, "pts"),
+    ({"pts": "90000"}, "pts"),
+    ({"boundary": "scene"}, "boundary.*stream_start, cut, black, silence, model"),
+    ({"boundary": None}, "boundary"),
+    ({"boundary": "start"}, "boundary"),
+])
+def test_segment_pts_and_boundary_violations(override, message):
+    for kind in ("segment.start", "segment.end"):
+        with pytest.raises(ValueError, match=message):
+            build(kind, **override)
+        bad = {**build(kind), **override}
+        with pytest.raises(EventError, match=message.split(".")[0]):
+            decode([f"{kind}/demo".encode(), json.dumps(bad).encode()])
+
+
+def test_decode_accepts_segment_events_journaled_before_pts_and_boundary():
+    """A replay after an upgrade hands out events written before the fields existed: they decode
+    (without inventing values); new events must carry both."""
+    old = {k: v for k, v in build("segment.end").items() if k not in ("pts", "boundary")}
+    assert decode([b"segment.end/demo", json.dumps(old).encode()]) == old
+
+
+def test_cue_upstream_fields():
+    event = build("cue.upstream")
+    assert {k: event[k] for k in CUE} == CUE
+    immediate = build("cue.upstream", pts=None, out_of_network=None, event_id=None, command="time_signal")
+    assert immediate["pts"] is None and immediate["out_of_network"] is None and immediate["event_id"] is None
+    for override, message in (({"pts": 2 ** 33}, "pts"), ({"packet_pts": -5}, "packet_pts"), ({"command": ""}, "command"),
+                              ({"out_of_network": "yes"}, "out_of_network"), ({"event_id": 1.5}, "event_id"),
+                              ({"base64": ""}, "base64")):
+        with pytest.raises(ValueError, match=message):
+            build("cue.upstream", **override)
 
 
 def test_heartbeat_fields_and_unknown_state():
@@ -136,7 +200,7 @@ def test_make_event_rejects_contract_violations(kind, override, message):
         build(kind, **override)
 
 
-@pytest.mark.parametrize("kind", ["segment.start", "segment.end", "heartbeat"])
+@pytest.mark.parametrize("kind", ["segment.start", "segment.end", "heartbeat", "cue.upstream"])
 def test_make_event_requires_every_field(kind):
     for name in FIELDS[kind]:
         fields = {k: v for k, v in FIELDS[kind].items() if k != name}
@@ -241,7 +305,8 @@ _json = st.recursive(
 
 @settings(max_examples=300, deadline=None)
 @given(st.sampled_from(events.TYPES), st.dictionaries(st.sampled_from(sorted(ENVELOPE | {"label", "is_ad", "confidence",
-       "segment_id", "time", "stream_time", "duration", *events.HEARTBEAT_FIELDS})), _json, max_size=6),
+       "segment_id", "time", "stream_time", "duration", "pts", "boundary", *events.HEARTBEAT_FIELDS, *CUE})), _json,
+       max_size=6),
        st.booleans())
 def test_decode_fuzz_mutated_events_only_raise_event_error(kind, mutation, keep_topic):
     base = build(kind)

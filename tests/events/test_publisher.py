@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import random
 import statistics
 import threading
 import time
@@ -23,7 +24,9 @@ from detector.events import schema as events
 from detector.events import journal
 from detector.errors import UsageError
 from detector.events.journal import Journal, JournalError, read_journal
-from detector.events.publisher import Publisher
+from detector.events.outputs.base import DROP_REASONS
+from detector.events.outputs.zeromq import Publisher
+from evkit import Recorder
 
 ANY = "tcp://127.0.0.1:*"
 RUN = "test-run"
@@ -32,7 +35,8 @@ PROBE = "probe"  # channel used to learn that a SUB's subscription has reached t
 
 def segment(label: str = "commercial", n: int = 1, **extra) -> dict:
     return dict(label=label, is_ad=label == "commercial", confidence=0.9, segment_id=f"demo-{n}",
-                time=time.time() - 1.0, stream_time=10.0 * n, **extra)
+                time=time.time() - 1.0, stream_time=10.0 * n, pts=(900_000 * n) % 2 ** 33, boundary="cut",
+                **extra)
 
 
 @pytest.fixture
@@ -76,8 +80,9 @@ def recv(sock: zmq.Socket, timeout: float = 3.0, skip_probes: bool = True) -> li
         return frames
 
 
-def wait_subscribed(pub: Publisher, sock: zmq.Socket, timeout: float = 5.0) -> None:
-    """Publish probes until the SUB gets one: ZeroMQ's slow-joiner problem, made deterministic."""
+def wait_subscribed(pub: Publisher, sock: zmq.Socket, timeout: float = 5.0, heartbeats: bool = False) -> None:
+    """Publish probes until the SUB gets one: ZeroMQ's slow-joiner problem, made deterministic.
+    `heartbeats`: the publisher sends them, so they may arrive before the probe (skipped)."""
     deadline = time.monotonic() + timeout
     first = pub.last_seq
     sent = 0
@@ -86,6 +91,8 @@ def wait_subscribed(pub: Publisher, sock: zmq.Socket, timeout: float = 5.0) -> N
         sent += 1
         if sock.poll(100):
             frames = sock.recv_multipart()
+            if heartbeats and frames[0].startswith(b"heartbeat/"):
+                continue
             assert frames[0] == f"stream.up/{PROBE}".encode()
             # every probe has its seq before we return, so callers can count from pub.last_seq
             wait_until(lambda: pub.last_seq >= first + sent)
@@ -116,8 +123,9 @@ def snapshot_request(ctx: zmq.Context, endpoint: str, *frames: bytes) -> dict:
 # -- events on the wire ---------------------------------------------------------------------------
 
 def test_segment_events_arrive_in_order_as_two_frames(ctx, make_publisher):
-    sent: list[tuple[str, str]] = []
-    pub = make_publisher(on_sent=lambda channel, kind: sent.append((channel, kind)))
+    counts = Recorder()
+    sent = counts.sent
+    pub = make_publisher(counters=counts)
     sub = subscriber(ctx, pub.endpoint)
     wait_subscribed(pub, sub)
     pub.publish("segment.start", "a", **segment("commercial", 1))
@@ -131,7 +139,7 @@ def test_segment_events_arrive_in_order_as_two_frames(ctx, make_publisher):
     seqs = [e["seq"] for e in decoded]
     assert seqs == sorted(seqs) and len(set(seqs)) == 3 and seqs[2] - seqs[0] == 2
     assert all(e["run_id"] == RUN and e["schema"] == 1 for e in decoded)
-    # on_sent runs right after the send, so it may trail the subscriber by a moment
+    # event_sent is counted right after the send, so it may trail the subscriber by a moment
     wait_until(lambda: ("a", "segment.end") in sent and sent.count(("a", "segment.start")) == 2)
 
 
@@ -170,6 +178,48 @@ def test_events_leave_within_50_ms(ctx, make_publisher):
         delays.append(time.perf_counter() - t0)
         time.sleep(0.01)
     assert statistics.median(delays) < 0.05, delays
+
+
+def publish_concurrently(pub: Publisher, sub: zmq.Socket, threads: int = 4, per_thread: int = 300,
+                         budget: float = 15.0) -> tuple[list, list]:
+    """`threads` threads publish `per_thread` events each, with short random pauses, while this
+    thread receives them; returns (late, missing): events that took > 0.2 s, events never seen."""
+    published: dict[tuple[int, int], float] = {}
+
+    def worker(k: int) -> None:
+        rng = random.Random(k)
+        for i in range(per_thread):
+            published[(k, i)] = time.monotonic()
+            pub.publish("stream.up", "a", k=k, i=i)
+            time.sleep(rng.uniform(0, 0.002))
+
+    workers = [threading.Thread(target=worker, args=(k,)) for k in range(threads)]
+    for w in workers:
+        w.start()
+    arrived: dict[tuple[int, int], float] = {}
+    deadline = time.monotonic() + budget
+    while len(arrived) < threads * per_thread and time.monotonic() < deadline:
+        if sub.poll(50):
+            frames = sub.recv_multipart()
+            if frames[0] == b"stream.up/a":
+                event = events.decode(frames)
+                arrived[(event["k"], event["i"])] = time.monotonic()
+    for w in workers:
+        w.join()
+    late = sorted((round(arrived[key] - published[key], 3), key) for key in arrived if arrived[key] - published[key] > 0.2)
+    missing = sorted(set(published) - set(arrived))
+    return late, missing
+
+
+def test_events_published_from_many_threads_all_leave_within_200_ms(ctx, make_publisher):
+    """Publishers racing the publisher thread's wakeup must never leave an event waiting for
+    the next heartbeat tick (60 s here): every event leaves promptly, whoever queued it."""
+    pub = make_publisher(heartbeat_seconds=60.0)
+    sub = subscriber(ctx, pub.endpoint)
+    wait_subscribed(pub, sub)
+    for _ in range(3):  # a few rounds: the race needs a publish between two lines of the thread's loop
+        late, missing = publish_concurrently(pub, sub)
+        assert not late and not missing, (late[:5], len(late), missing[:5], len(missing))
 
 
 def test_heartbeats_every_interval_with_contract_fields_and_not_journaled(ctx, make_publisher, tmp_path):
@@ -213,6 +263,88 @@ def test_a_failing_heartbeat_source_does_not_stop_heartbeats(ctx, make_publisher
     assert pub.alive
 
 
+def test_a_heartbeat_that_cannot_be_built_costs_that_heartbeat_only(ctx, make_publisher, monkeypatch, caplog):
+    """A bug that makes one channel's heartbeat (and its fallback) invalid drops that heartbeat,
+    counted and logged once per interval with its traceback; the thread and the other channels
+    go on, and no seq is spent on what was never sent."""
+    real = events.make_event
+
+    def make_event(type, channel, *args, **fields):
+        if type == "heartbeat" and channel == "b":
+            raise ValueError("heartbeat: field 'p_ad' must be [0, 1], got nan")
+        return real(type, channel, *args, **fields)
+
+    monkeypatch.setattr(events, "make_event", make_event)
+    caplog.set_level("WARNING", logger="detector.events")
+    counts = Recorder()
+    pub = make_publisher(heartbeat_seconds=0.05, counters=counts)
+    sub = subscriber(ctx, pub.endpoint, b"heartbeat/")
+    got = [events.decode(recv(sub)) for _ in range(10)]
+    assert {e["channel"] for e in got} == {"a"}
+    assert [e["seq"] for e in got] == list(range(got[0]["seq"], got[0]["seq"] + 10))
+    assert pub.alive
+    wait_until(lambda: counts.dropped.count("error") >= 10)
+    assert set(counts.dropped) == {"error"}
+    lines = [r for r in caplog.records if "heartbeat dropped" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].exc_info and "channel=b" in lines[0].getMessage(), \
+        [r.getMessage() for r in caplog.records]
+
+
+def test_a_heartbeat_round_that_raises_costs_that_round_only(ctx, make_publisher, monkeypatch):
+    """A bug anywhere in a heartbeat round: the round is dropped (counted), events still leave."""
+    def fail(self, pub):
+        raise RuntimeError("heartbeat round exploded")
+
+    monkeypatch.setattr(Publisher, "_send_heartbeats", fail)
+    counts = Recorder()
+    pub = make_publisher(heartbeat_seconds=0.05, counters=counts)
+    wait_until(lambda: counts.dropped.count("error") >= 3)
+    sub = subscriber(ctx, pub.endpoint)
+    wait_subscribed(pub, sub)
+    pub.publish("segment.start", "a", **segment())
+    assert events.decode(recv(sub))["type"] == "segment.start"
+    assert pub.alive
+
+
+def test_a_failing_lossy_resend_costs_that_message_only(ctx, make_publisher, monkeypatch):
+    """The XPUB_NODROP switch around the lossy resend fails (here: injected) while a subscriber
+    is stuck: each message that meets the full queue is dropped and counted as "error",
+    heartbeats included; the thread lives, no seq is used twice, and once the switch works
+    again a healthy subscriber gets events again."""
+    counts = Recorder()
+    pub = make_publisher(heartbeat_seconds=0.05, counters=counts, send_hwm=1)
+    healthy = subscriber(ctx, pub.endpoint)
+    wait_subscribed(pub, healthy, heartbeats=True)
+    stuck = subscriber(ctx, pub.endpoint, rcvhwm=1, rcvbuf=4096)
+    wait_subscribed(pub, stuck, heartbeats=True)  # it reads until this probe, then never again
+    real = zmq.Socket.setsockopt
+
+    def setsockopt(self, option, value):
+        if option == zmq.XPUB_NODROP and value == 0:
+            raise zmq.ZMQError(errno.EINTR)
+        return real(self, option, value)
+
+    monkeypatch.setattr(zmq.Socket, "setsockopt", setsockopt)
+    for i in range(200):  # fills the stuck subscriber's queue
+        pub.publish("stream.up", "a", note="x" * 1000, i=i)
+    wait_until(lambda: pub.last_seq >= 200 and counts.dropped.count("error") >= 5)
+    time.sleep(0.3)  # several heartbeat rounds meet the full queue too
+    assert pub.alive, pub.error
+    assert set(counts.dropped) <= {"hwm", "error"}
+    monkeypatch.undo()
+    seqs: list[tuple[str | None, int]] = []
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline and "marker" not in [s for s, _ in seqs]:
+        pub.publish("stream.down", "a", reason="marker")
+        while "marker" not in [s for s, _ in seqs] and healthy.poll(100):
+            event = events.decode(healthy.recv_multipart())
+            seqs.append((event.get("reason"), event["seq"]))
+    assert "marker" in [s for s, _ in seqs], seqs[-5:]
+    numbers = [n for _, n in seqs]
+    assert numbers == sorted(set(numbers)), "a seq was used twice or out of order"
+    assert pub.alive
+
+
 # -- snapshot -------------------------------------------------------------------------------------
 
 def test_snapshot_answers_seq_and_channel_state(ctx, make_publisher):
@@ -246,6 +378,27 @@ def test_segment_end_alone_keeps_the_state(make_publisher):
     assert pub.snapshot()["channels"]["a"]["state"] == "commercial"
 
 
+def test_a_reconnect_keeps_the_open_segment_in_the_snapshot(ctx, make_publisher):
+    """stream.down (a reconnect) leaves the segment the engine keeps open: a late joiner still
+    learns it; only a segment.end ends it, and a stream.down after that says unknown."""
+    pub = make_publisher()
+    start = segment("commercial", 1)
+    pub.publish("stream.up", "a")
+    pub.publish("segment.start", "a", **start)
+    pub.publish("stream.down", "a", reason="stalled")
+    wait_until(lambda: pub.last_seq == 3)
+    open_segment = {"state": "commercial", "segment_id": "demo-1", "since": events.rfc3339(start["time"]), "p_ad": None}
+    assert snapshot_request(ctx, pub.snapshot_endpoint)["channels"]["a"] == {**open_segment, "stream_up": False}
+    pub.publish("stream.up", "a")
+    wait_until(lambda: pub.last_seq == 4)
+    assert snapshot_request(ctx, pub.snapshot_endpoint)["channels"]["a"] == {**open_segment, "stream_up": True}
+    pub.publish("segment.end", "a", duration=30.0, **start)
+    pub.publish("stream.down", "a", reason="shutdown")
+    wait_until(lambda: pub.last_seq == 6)
+    a = snapshot_request(ctx, pub.snapshot_endpoint)["channels"]["a"]
+    assert (a["state"], a["segment_id"], a["stream_up"]) == ("unknown", None, False)
+
+
 def test_malformed_snapshot_requests_still_get_a_reply(ctx, make_publisher):
     pub = make_publisher()
     # a DEALER without the REQ envelope, with junk
@@ -270,8 +423,9 @@ def test_malformed_snapshot_requests_still_get_a_reply(ctx, make_publisher):
 # -- slow subscribers, failures, lifecycle ----------------------------------------------------
 
 def test_a_subscriber_that_never_reads_blocks_nothing_and_drops_are_counted(ctx, make_publisher):
-    drops: list[str] = []
-    pub = make_publisher(on_drop=drops.append)
+    counts = Recorder()
+    drops = counts.dropped
+    pub = make_publisher(counters=counts, queue_size=100_000)  # the burst below may all wait at once
     stuck = subscriber(ctx, pub.endpoint, rcvhwm=1, rcvbuf=4096)
     wait_subscribed(pub, stuck)  # it reads this one probe, then never again
     healthy = subscriber(ctx, pub.endpoint)
@@ -316,16 +470,18 @@ def test_a_subscriber_that_never_reads_blocks_nothing_and_drops_are_counted(ctx,
 def test_journal_failure_still_publishes_and_reports(ctx, make_publisher, tmp_path):
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("a file where the journal's directory should be")
-    errors: list[Exception] = []
-    drops: list[str] = []
-    pub = make_publisher(journal_path=blocker / "events.jsonl", on_journal_error=errors.append, on_drop=drops.append)
+    counts = Recorder()
+    drops = counts.dropped
+    pub = make_publisher(journal_path=blocker / "events.jsonl", counters=counts)
     sub = subscriber(ctx, pub.endpoint)
     wait_subscribed(pub, sub)
     pub.publish("segment.start", "a", **segment())
     pub.publish("stream.down", "a", reason="stalled")
     assert [events.decode(recv(sub))["type"] for _ in range(2)] == ["segment.start", "stream.down"]
-    wait_until(lambda: len(errors) >= 3)  # the probe and the two events
-    assert all(isinstance(e, JournalError) and "not-a-directory" in str(e) for e in errors)
+    wait_until(lambda: counts.journal_errors >= 3)  # the probe and the two events
+    status = pub.journal_status()
+    assert status["ok"] is False and "not-a-directory" in status["error"] and status["unjournaled"] >= 3
+    assert counts.journal_states == [False]
     assert drops == []
     assert pub.alive
 
@@ -360,9 +516,89 @@ def test_stop_sends_everything_already_queued(ctx, tmp_path):
     assert not pub.alive
 
 
+def test_stop_journals_and_sends_everything_queued_promptly_whatever_the_heartbeat(ctx, tmp_path):
+    """The daemon's final segment.end / stream.down come from several threads just before stop();
+    with a heartbeat far longer than stop's join, they must still be journaled and sent, at once."""
+    path = tmp_path / "events.jsonl"
+    pub = Publisher(ANY, ANY, 60.0, path, RUN, ["a"], journal_fsync=False)
+    pub.start()
+    sub = subscriber(ctx, pub.endpoint, b"stream.down/a", f"stream.up/{PROBE}".encode())
+    wait_subscribed(pub, sub)
+
+    def worker(k: int) -> None:
+        rng = random.Random(k)
+        for i in range(200):
+            pub.publish("stream.down", "a", k=k, i=i)
+            time.sleep(rng.uniform(0, 0.002))
+
+    workers = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    t0 = time.monotonic()
+    pub.stop()
+    took = time.monotonic() - t0
+    expected = {(k, i) for k in range(4) for i in range(200)}
+    journaled = {(e["k"], e["i"]) for e in read_journal(path) if e["type"] == "stream.down"}
+    received = set()
+    while sub.poll(500):
+        event = events.decode(sub.recv_multipart())
+        received.add((event["k"], event["i"]))
+    assert journaled == expected, len(expected - journaled)
+    assert received == expected, len(expected - received)
+    assert took < 1.0, took
+    assert not pub.alive
+
+
+def test_a_stuck_publisher_is_reported_and_a_full_queue_drops_without_blocking(ctx, make_publisher, tmp_path,
+                                                                               monkeypatch, caplog):
+    """The thread hangs in the journal's fsync (a dying disk): stuck() and health() say so while
+    events wait; publish() never blocks, and beyond queue_size it drops the new event, counted
+    as "queue_full" and logged once. Once the disk answers, the queued events leave in order."""
+    path = tmp_path / "events.jsonl"
+    counts = Recorder()
+    caplog.set_level("WARNING", logger="detector.events")
+    pub = make_publisher(journal_path=path, counters=counts, queue_size=5, stuck_seconds=0.3)
+    sub = subscriber(ctx, pub.endpoint, b"segment.start/", f"stream.up/{PROBE}".encode())
+    wait_subscribed(pub, sub)
+    assert pub.stuck(time.monotonic(), 0.3) is None and pub.health().ok
+    entered, release = threading.Event(), threading.Event()
+    real_fsync = journal.os.fsync
+
+    def hung_fsync(fd: int) -> None:
+        entered.set()
+        release.wait(30)
+        real_fsync(fd)
+
+    monkeypatch.setattr(journal.os, "fsync", hung_fsync)
+    pub.publish("segment.start", "a", **segment(n=0))
+    assert entered.wait(5)
+    t0 = time.monotonic()
+    for i in range(1, 11):
+        pub.publish("segment.start", "a", **segment(n=i))
+    assert time.monotonic() - t0 < 0.5
+    assert counts.dropped == ["queue_full"] * 5 and "queue_full" in DROP_REASONS
+    full = [r for r in caplog.records if "queue full" in r.getMessage()]
+    assert len(full) == 1 and full[0].levelname == "WARNING", [r.getMessage() for r in caplog.records]
+    wait_until(lambda: pub.stuck(time.monotonic(), 0.3) is not None)
+    reason = pub.stuck(time.monotonic(), 0.3)
+    assert "5 event(s) queued" in reason, reason
+    health = pub.health()
+    assert health.ok is False and any("stuck" in d for d in health.degraded), health
+    release.set()
+    got = [events.decode(recv(sub))["segment_id"] for _ in range(6)]
+    assert got == [f"demo-{i}" for i in range(6)]
+    wait_until(lambda: pub.stuck(time.monotonic(), 0.3) is None and pub.health().ok)
+    journaled = [e for e in read_journal(path) if e["type"] == "segment.start"]
+    assert [e["segment_id"] for e in journaled] == [f"demo-{i}" for i in range(6)]
+    assert [e["seq"] for e in read_journal(path)] == list(range(1, pub.last_seq + 1))  # the drops cost no seq
+
+
 def test_publish_validates_in_the_caller_and_drops_after_stop(make_publisher):
-    drops: list[str] = []
-    pub = make_publisher(on_drop=drops.append)
+    counts = Recorder()
+    drops = counts.dropped
+    pub = make_publisher(counters=counts)
     with pytest.raises(ValueError, match="confidence"):
         pub.publish("segment.start", "a", **{**segment(), "confidence": 7})
     with pytest.raises(ValueError, match="unknown event type"):
@@ -371,6 +607,11 @@ def test_publish_validates_in_the_caller_and_drops_after_stop(make_publisher):
     pub.publish("stream.up", "a")
     assert drops == ["stopped"]
     assert pub.last_seq == 0
+
+
+def test_a_channel_name_the_contract_refuses_is_refused_at_construction():
+    with pytest.raises(ValueError, match="channel"):
+        Publisher(ANY, ANY, 60.0, None, RUN, ["news", "bad/name"])
 
 
 def test_channels_not_configured_at_start_are_tracked(make_publisher):
@@ -454,18 +695,24 @@ def test_publisher_journal_path_type(tmp_path):
 
 
 def test_a_dead_publisher_thread_is_reported_and_its_queue_journaled_at_stop(tmp_path, monkeypatch, caplog):
-    """The thread dies (here: a heartbeat round raises): `alive` goes False with `error` set, the
-    death is logged once with its traceback, and what was queued is journaled by stop() (not sent:
-    the sockets died with the thread), so the record misses nothing the daemon decided."""
+    """The thread dies (here: a loop turn raises, a bug outside any one message): `alive` goes
+    False with `error` set, the death is logged once with its traceback, and what was queued is
+    journaled by stop() (not sent: the sockets died with the thread), so the record misses
+    nothing the daemon decided."""
     path = tmp_path / "events.jsonl"
-    boom = RuntimeError("heartbeat exploded")
+    boom = RuntimeError("loop turn exploded")
+    real_turn = Publisher._turn
+    turns = {"n": 0}
 
-    def fail(self, pub):
-        raise boom
+    def fail(self, *args):
+        turns["n"] += 1
+        if turns["n"] >= 2:  # the first turn publishes what was queued before start
+            raise boom
+        return real_turn(self, *args)
 
-    monkeypatch.setattr(Publisher, "_send_heartbeats", fail)
-    caplog.set_level("INFO", logger="detector.events.publisher")
-    pub = Publisher(ANY, ANY, 0.05, path, RUN, ["a"], journal_fsync=False)
+    monkeypatch.setattr(Publisher, "_turn", fail)
+    caplog.set_level("INFO", logger="detector.events")
+    pub = Publisher(ANY, ANY, 60.0, path, RUN, ["a"], journal_fsync=False)
     pub.publish("stream.up", "a")
     pub.start()
     wait_until(lambda: not pub.alive)

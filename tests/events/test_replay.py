@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import statistics
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,8 +21,9 @@ from detector.events import schema as events
 
 from detector.events import replay
 from detector.events.journal import Journal, journal_files, read_journal
+from detector.events.journal import replay as journal_replay
 from detector.live.metrics import Metrics
-from detector.events.publisher import Publisher
+from detector.events.outputs.zeromq import Publisher
 from livekit import fill, mount_small_tmpfs, remount, unmount
 
 ANY = "tcp://127.0.0.1:*"
@@ -29,7 +31,7 @@ ANY = "tcp://127.0.0.1:*"
 
 def segment(n: int, label: str = "commercial") -> dict:
     return dict(label=label, is_ad=label == "commercial", confidence=0.9, segment_id=f"seg-{n}",
-                time=time.time() - 1.0, stream_time=float(n))
+                time=time.time() - 1.0, stream_time=float(n), pts=90_000 * n, boundary="black")
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
@@ -104,6 +106,7 @@ def test_replay_after_seq_k_returns_exactly_the_later_events(ctx, make_publisher
     full = ask(ctx, pub.snapshot_endpoint, replay_request("run-a", 0))["events"]
     assert full == list(read_journal(tmp_path / "events.jsonl"))
     assert all(events.decode(events.encode(e)) == e for e in full)
+    assert all(e["boundary"] == "black" and e["pts"] == 90_000 * int(e["segment_id"][4:]) for e in full)
 
 
 def test_replay_pages_with_a_limit(ctx, make_publisher, tmp_path):
@@ -137,6 +140,24 @@ def test_replay_spans_rotated_files_oldest_first(ctx, make_publisher, tmp_path):
     assert [e["seq"] for e in reply["events"]] == list(range(4, 41))
 
 
+def test_replay_skips_earlier_lines_by_their_bytes_without_confusing_runs_or_layouts(tmp_path):
+    """The end of a long run is found without parsing the lines before it; a run whose id
+    starts with the same text, and lines in another writer's layout, are still told apart."""
+    path = tmp_path / "events.jsonl"
+    with Journal(path, fsync=False) as j:
+        for run_id, seqs in (("run-a", range(1, 6)), ("run-ab", range(1, 4))):
+            for seq in seqs:
+                j.append(events.make_event("segment.start", "a", seq, run_id, time.time(), **segment(seq)))
+    with open(path, "a", encoding="utf-8") as fh:  # another tool's layout (spaces, other key order)
+        late = events.make_event("stream.down", "a", 6, "run-a", time.time())
+        fh.write(json.dumps(dict(reversed(list(late.items())))) + "\n")
+    got = journal_replay(path, "run-a", 3, 100)
+    assert [(e["run_id"], e["seq"]) for e in got.events] == \
+        [("run-a", 4), ("run-a", 5), ("run-ab", 1), ("run-ab", 2), ("run-ab", 3), ("run-a", 6)]
+    got = journal_replay(path, "run-a", 10, 100)
+    assert [(e["run_id"], e["seq"]) for e in got.events] == [("run-ab", 1), ("run-ab", 2), ("run-ab", 3)]
+
+
 def test_rotation_keeps_only_journal_keep_files(tmp_path):
     path = tmp_path / "events.jsonl"
     with Journal(path, fsync=False, max_bytes=1024, keep=2) as j:
@@ -160,6 +181,71 @@ def test_replay_across_a_restart_returns_the_rest_of_the_old_run_then_the_new_ru
     assert [(e["run_id"], e["seq"]) for e in reply["events"]] == \
         [("run-a", s) for s in range(5, 11)] + [("run-b", s) for s in range(1, 7)]
     assert reply["run_id"] == "run-b"
+
+
+def test_journal_lines_that_are_not_json_cost_those_lines_only(ctx, make_publisher, tmp_path):
+    """A damaged journal (hand-edited, or written by another tool) with a NaN or a lone UTF-16
+    surrogate in a line: a replay across it returns every other event, and the publisher lives on."""
+    path = tmp_path / "events.jsonl"
+    old = [events.make_event("segment.start", "a", seq, "run-old", time.time(), **segment(seq)) for seq in (1, 2, 3, 4)]
+    lines = [json.dumps(e, separators=(",", ":")).encode() for e in old]  # as Journal.append writes them
+    lines[1] = lines[1][:-1] + b',"p_ad":NaN}'            # Python's json writes this; it is not JSON
+    lines[2] = lines[2][:-1] + b',"note":"\\ud800"}'         # valid JSON syntax, but no UTF-8 text
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    pub = make_publisher(journal_path=path)
+    publish_n(pub, 2)
+    reply = ask(ctx, pub.snapshot_endpoint, replay_request("run-old", 0))
+    assert reply["type"] == "replay" and reply["complete"] is True
+    assert [(e["run_id"], e["seq"]) for e in reply["events"]] == [("run-old", 1), ("run-old", 4), ("run-a", 1), ("run-a", 2)]
+    assert pub.alive
+    publish_n(pub, 1)
+    assert ask(ctx, pub.snapshot_endpoint, b"snapshot")["seq"] == 3
+
+
+def test_live_events_leave_promptly_while_large_replays_are_served(ctx, make_publisher, tmp_path):
+    """Ten subscribers ask at once for the end of a long old run (each request reads every line
+    of it: a second of work in all): meanwhile live events still leave promptly."""
+    path = tmp_path / "events.jsonl"
+    n = 100_000
+    template = events.make_event("segment.start", "a", 1, "run-old", time.time(), **segment(1))
+    head, tail = json.dumps(template, separators=(",", ":")).split('"seq":1,')
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.writelines(f'{head}"seq":{seq},{tail}\n' for seq in range(1, n + 1))
+    pub = make_publisher(journal_path=path)
+    sub = sub_socket(ctx, pub)
+    reqs = []
+    for _ in range(10):
+        req = ctx.socket(zmq.REQ)
+        req.setsockopt(zmq.LINGER, 0)
+        req.connect(pub.snapshot_endpoint)
+        req.send(replay_request("run-old", n))
+        reqs.append(req)
+    replies: dict[int, dict] = {}
+    latencies: list[tuple[float, float]] = []
+    k = 0
+    deadline = time.monotonic() + 60
+    while len(replies) < len(reqs) and time.monotonic() < deadline:
+        k += 1
+        t0 = time.monotonic()
+        pub.publish("stream.up", "a", k=k)
+        assert sub.poll(5000), "a live event did not arrive within 5 s"
+        event = events.decode(sub.recv_multipart())
+        assert event["k"] == k
+        latencies.append((t0, time.monotonic() - t0))
+        for i, req in enumerate(reqs):
+            if i not in replies and req.poll(0):
+                replies[i] = json.loads(req.recv())
+        time.sleep(0.02)
+    last_reply = time.monotonic()
+    assert len(replies) == len(reqs)
+    for reply in replies.values():
+        assert reply["type"] == "replay" and reply["found"] is True and reply["events"]
+        assert {e["run_id"] for e in reply["events"]} == {"run-a"}  # the old run's end, then this run
+    during = [lat for t0, lat in latencies if t0 < last_reply]
+    # typically a millisecond; replays served on the publisher thread held events back for as
+    # long as they took, and a worker that did not step aside for it, up to 0.4 s (GIL convoy)
+    assert statistics.median(during) < 0.05 and max(during) < 0.2, sorted(during)[-5:]
+    assert len(during) >= 5, latencies  # the replays really overlapped the live events
 
 
 def test_unknown_run_id_is_reported_with_where_the_journal_begins(ctx, make_publisher, tmp_path):
@@ -285,15 +371,13 @@ def small_disk(tmp_path) -> Iterator[Path]:
 
 
 class Watch:
-    """What the daemon wires to the publisher's callbacks: the real Metrics object."""
+    """What the daemon passes the publisher as its counters: the real Metrics object."""
 
     def __init__(self) -> None:
         self.metrics = Metrics(["a"])
 
     def kwargs(self) -> dict:
-        m = self.metrics
-        return dict(on_journal_error=lambda exc: m.journal_errors.inc(),
-                    on_journal_state=lambda ok: m.journal_ok.set(1 if ok else 0))
+        return dict(counters=self.metrics)
 
     def value(self, name: str) -> float:
         return self.metrics.registry.get_sample_value(name) or 0.0
@@ -327,7 +411,7 @@ def received(sock: zmq.Socket, n: int) -> list[dict]:
 
 def test_disk_full_events_still_arrive_degraded_logged_once_then_journaling_resumes(ctx, make_publisher, small_disk,
                                                                                     caplog):
-    caplog.set_level(logging.INFO, logger="detector.events.publisher")
+    caplog.set_level(logging.INFO, logger="detector.events")
     path = small_disk / "events.jsonl"
     watch = Watch()
     pub = make_publisher(journal_path=path, **watch.kwargs())
@@ -374,7 +458,7 @@ def test_disk_full_events_still_arrive_degraded_logged_once_then_journaling_resu
 
 def test_read_only_journal_disk_events_still_arrive_and_journaling_resumes_when_writable(ctx, make_publisher,
                                                                                           small_disk, caplog):
-    caplog.set_level(logging.INFO, logger="detector.events.publisher")
+    caplog.set_level(logging.INFO, logger="detector.events")
     path = small_disk / "events.jsonl"
     path.write_text("")  # the journal exists, then the file system goes read-only (as after an I/O error)
     remount(small_disk, "ro")

@@ -20,8 +20,10 @@ import zmq.auth
 
 from detector.events import schema as events
 from detector.live.metrics import Metrics
-from detector.events.publisher import Publisher
+from detector.events.outputs.zeromq import Publisher
+from detector.config import CurveConfig, EventsConfig
 from detector.events.curve import CurveServer, keygen
+from detector.events.outputs import build_outputs
 from conftest import CLI, assert_usage_error, cli_env, run_cli
 
 ANY = "tcp://127.0.0.1:*"
@@ -30,7 +32,7 @@ RUN = "run-curve"
 
 def segment(n: int) -> dict:
     return dict(label="commercial", is_ad=True, confidence=0.9, segment_id=f"s{n}", time=time.time(),
-                stream_time=float(n))
+                stream_time=float(n), pts=None, boundary="model")
 
 
 @pytest.fixture
@@ -58,8 +60,7 @@ def secret_of(path: Path) -> bytes:
 def curve_publisher(keys):
     """A started Publisher with CURVE, its auth-failure counter from the real Metrics."""
     metrics = Metrics(["demo"])
-    curve = CurveServer(keys["server_secret"], keys["clients"],
-                        on_failure=lambda reason: metrics.auth_failures.labels(reason=reason).inc())
+    curve = CurveServer(keys["server_secret"], keys["clients"], counters=metrics)
     pub = Publisher(ANY, ANY, 60.0, None, RUN, ["demo"], curve=curve)
     pub.start()
     yield pub, metrics
@@ -160,6 +161,58 @@ def test_refusals_are_logged_with_the_address_and_no_secret_is_ever_logged(ctx, 
     text = caplog.text
     for name in ("server", "client1", "stranger"):
         assert secret_of(keys[name + "_secret"]).decode() not in text
+
+
+def test_build_outputs_makes_the_curve_publisher_and_names_every_thread_to_watch(ctx, keys, tmp_path):
+    """What the daemon gets from the `events` config section: the ZeroMQ output with CURVE, whose
+    watched threads include both CURVE threads (a dead socket monitor is a dead thread too)."""
+    cfg = EventsConfig(bind=f"ipc://{tmp_path}/pub", snapshot_bind=f"ipc://{tmp_path}/snap", heartbeat_seconds=60.0,
+                       journal=tmp_path / "events.jsonl",
+                       curve=CurveConfig(server_secret_key=keys["server_secret"], allowed_clients_dir=keys["clients"]))
+    metrics = Metrics(["demo"])
+    outputs = build_outputs(cfg, RUN, ["demo"], metrics, lambda: {})
+    assert [out.name for out in outputs] == ["zeromq"]
+    out = outputs[0]
+    out.start()
+    try:
+        watched = {w.name: w for w in out.watched_threads()}
+        assert set(watched) == {"publisher", "publisher-replay", "curve-auth", "curve-monitor"}
+        for name, w in watched.items():
+            thread = w.thread()
+            assert thread is not None and thread.is_alive() and (w.alive is None or w.alive()), name
+        health = out.health()
+        assert health.ok and health.degraded == [] and health.details["journal"]["ok"] is True
+        # the keys are in force: an allowed client gets events, a keyless one is refused and counted
+        allowed = curve_socket(ctx, zmq.SUB, f"ipc://{tmp_path}/pub", keys, "client1")
+        keyless = curve_socket(ctx, zmq.SUB, f"ipc://{tmp_path}/pub", keys, None)
+        with Pump(out):
+            assert drain(allowed, 2.0)
+            assert drain(keyless, 0.5) == []
+        assert failures(metrics, "handshake") >= 1
+    finally:
+        out.stop()
+
+
+def test_a_dead_curve_monitor_is_reported_to_the_supervisor(ctx, keys, curve_publisher, monkeypatch, caplog):
+    """The socket monitor fails (here: injected, on the next handshake failure): its watched
+    thread reports the death and the exception, like every other thread the daemon needs."""
+    pub, _ = curve_publisher
+    boom = RuntimeError("monitor exploded")
+
+    def fail(*args, **kwargs):
+        raise boom
+
+    monkeypatch.setattr(CurveServer, "_refused", fail)
+    monitor = {w.name: w for w in pub.watched_threads()}["curve-monitor"]
+    keyless = curve_socket(ctx, zmq.SUB, pub.endpoint, keys, None)  # its handshake fails: a monitor event
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and monitor.thread() is not None and monitor.thread().is_alive():
+        time.sleep(0.05)
+    thread = monitor.thread()
+    assert thread is not None and not thread.is_alive()
+    assert monitor.error is not None and monitor.error() is boom
+    assert any("thread died thread=curve-monitor" in r.getMessage() for r in caplog.records)
+    keyless.close()
 
 
 # --------------------------------------------------------------------------- subscribe CLI

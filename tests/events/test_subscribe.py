@@ -21,7 +21,7 @@ import zmq
 
 from detector.events import schema as events
 from detector.events.journal import read_journal
-from detector.events.publisher import Publisher
+from detector.events.outputs.zeromq import Publisher
 from conftest import CLI, cli_env
 from livekit import Subscriber
 
@@ -31,7 +31,8 @@ RUN = "run-a"
 
 def segment(n: int, label: str = "commercial") -> dict:
     return dict(label=label, is_ad=label == "commercial", confidence=0.8, segment_id=f"s{n}", time=time.time(),
-                stream_time=float(n))
+                stream_time=float(n), pts=90_000 * n if n % 2 else None,
+                boundary=events.BOUNDARIES[n % len(events.BOUNDARIES)])
 
 
 def frames(kind: str, seq: int, run_id: str = RUN, channel: str = "demo", **fields) -> list[bytes]:
@@ -316,6 +317,11 @@ def test_a_running_subscriber_repairs_a_publisher_restart_by_replay(tmp_path):
         pub.stop()
     journaled = list(read_journal(journal))
     assert positions(sub.events()) == positions(journaled)
+    # the segment fields reach the output unchanged, live (run-a) and by replay (run-b)
+    printed = [e for e in sub.events() if e["type"].startswith("segment.")]
+    assert [(e["pts"], e["boundary"]) for e in printed] == \
+        [(e["pts"], e["boundary"]) for e in journaled if e["type"].startswith("segment.")]
+    assert None in [e["pts"] for e in printed] and len({e["boundary"] for e in printed}) >= 3
     assert rc == 0 and "lost" not in err and "Traceback" not in err, err
 
 
