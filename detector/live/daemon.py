@@ -339,10 +339,11 @@ class Daemon:
             cap = ch.capture
             if cap is not None and ((cap.up and cap.stalled(now)) or cap.hung(now)):
                 cap.abandon()
+        # healthy covers inference making progress and every output delivering (a stuck publisher
+        # is unhealthy); a source being retried is only "degraded", so pings go on through it
         healthy, _ = self.health()
         self.metrics.healthy.set(1 if healthy else 0)
-        moving = loop is not None and loop.moving(now)
-        if (healthy or moving) and now - self._last_ping >= self._ping_every:
+        if healthy and now - self._last_ping >= self._ping_every:
             sdnotify.watchdog()
             self._last_ping = now
 

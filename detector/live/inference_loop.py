@@ -78,10 +78,6 @@ class InferenceLoop:
     def alive(self) -> bool:
         return self.thread is not None and self.thread.is_alive()
 
-    def moving(self, now: float, limit: float = 10.0) -> bool:
-        """Inference has made progress recently (or had nothing to do)."""
-        return self.alive() and now - self.last_inference < limit
-
     # -- the thread
     def _run(self) -> None:
         block_process_signals()       # this thread runs the models: see detector.util.threads

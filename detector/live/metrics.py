@@ -73,6 +73,8 @@ from importlib import metadata
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import generate_latest
 
+from detector.events.outputs.base import AUTH_FAILURE_REASONS
+from detector.events.outputs.base import DROP_REASONS as OUTPUT_DROP_REASONS
 from detector.events.schema import TYPES
 from detector.live.faults import FAULT_KINDS
 
@@ -84,8 +86,7 @@ log = logging.getLogger(__name__)
 DROP_REASONS = ("ring_overflow", "decode_error", "timestamp_jump", "shutdown")
 EVENT_TYPES = TYPES           # the wire schema's event types (detector.events.schema), one series each
 MODELS = ("backbone", "sequence")
-EVENT_DROP_REASONS = ("hwm", "stopped")
-AUTH_FAILURE_REASONS = ("unknown_key", "handshake")   # detector/events/curve.py CurveServer
+EVENT_DROP_REASONS = OUTPUT_DROP_REASONS   # what an output may drop an event for (detector.events.outputs.base)
 
 # One backbone batch on a CPU takes tens to hundreds of ms, a sequence call ~1 ms, a large
 # batch on a slow CPU several seconds: 1 ms .. 10 s covers both models with useful resolution.
