@@ -30,7 +30,7 @@ from detector.util.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BOUNDARY_KINDS", "ChannelEngine", "Transition", "WindowResult", "expected_lag"]
+__all__ = ["BOUNDARY_KINDS", "ChannelEngine", "Transition", "WindowResult", "expected_lag", "window_min_frames"]
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,14 @@ class WindowResult:
     p_ad: float
 
 
+def window_min_frames(bundle: Bundle) -> int:
+    """From how many frames the bundle's model may decide (`model.json` `window_min_frames`,
+    written by `train`: below T only when it trained on padded windows of short clips)."""
+    value = bundle.manifest.get("window_min_frames")
+    t = bundle.window_frames
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= t else t
+
+
 def expected_lag(bundle: Bundle, default: float) -> float:
     """The switch latency measured on the bundle's test split, if training recorded it."""
     lat = ((bundle.manifest.get("evaluation") or {}).get("switch_latency") or {}).get("median_s")
@@ -76,7 +84,7 @@ class ChannelEngine:
         self.fps = bundle.analysis_fps
         self.t = bundle.window_frames
         self.hop = max(1, int(round(hop_seconds * self.fps)))
-        self.window = Window(self.t, self.hop)
+        self.window = Window(self.t, self.hop, window_min_frames(bundle))
         base = boundary or BoundarySettings()
         self.boundary_settings = BoundarySettings(**{**base.__dict__, "expected_lag_seconds": expected_lag(bundle, base.expected_lag_seconds)})
         self.history = History(self.t + int(self.boundary_settings.max_search_seconds * self.fps) + 2 * self.hop + 4)

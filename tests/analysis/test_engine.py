@@ -168,3 +168,62 @@ def test_boundary_kinds_are_the_contract_names() -> None:
     # after a reset that re-decides a different state, the new segment is placed by the model, not a stream start
     assert choose_boundary([Cue(1.0, "cut", 0.5)], 2.0, 0.6, 0.0)[1] in BOUNDARY_KINDS
     assert choose_boundary([], 2.0, 0.6, 0.0)[1] in BOUNDARY_KINDS
+
+
+# ----------------------------------------------------------------------------- short clips: one padding rule (issue 13 item 1)
+
+def test_padded_training_windows_are_what_the_live_window_holds_at_stream_start() -> None:
+    from detector.analysis.window import Window, min_frames_for, pad_front
+    from train import windows as W
+
+    t, d = 8, 3
+    m = min_frames_for(t)
+    assert m == 4
+    clip = np.random.default_rng(0).normal(size=(6, d)).astype(np.float32)   # shorter than the window
+    live = Window(t, hop=1, min_frames=m)
+    seen = []
+    for i, f in enumerate(clip):
+        if live.push(f, i / FPS):
+            seen.append(live.current())
+    r = W.padded_windows(0, len(clip), 1, t, m)
+    assert r.end.tolist() == [4, 5, 6] and set(r.kind.tolist()) == {W.PADDED}
+    trained = W.materialize([clip], r, t)
+    assert len(seen) == len(trained) == 3
+    for a, b in zip(seen, trained):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(trained[0], pad_front(clip[:4], t))
+    assert trained[0][:5].tolist() == [clip[0].tolist()] * 5       # the oldest frame repeated in front
+    # without min_frames the live window still waits for T frames (bundles without window_min_frames)
+    w = Window(t, hop=1)
+    assert not any(w.push(f, 0.0) for f in clip)
+    with pytest.raises(ValueError):
+        Window(t, 1, min_frames=t + 1)
+
+
+def test_chain_windows_join_a_short_clip_to_another_of_its_class() -> None:
+    from train import windows as W
+
+    t = 10
+    a = np.stack([np.full(2, 100 + i, np.float32) for i in range(6)])
+    b = np.stack([np.full(2, 200 + i, np.float32) for i in range(20)])
+    r = W.joined_windows(0, len(a), 1, len(b), 1, t, np.random.default_rng(0), 30, W.CHAIN)
+    assert len(r) == 30 and r.k.min() >= t - len(a) and r.k.max() <= t - 1
+    x = W.materialize([a, b], r, t)
+    for i in range(len(r)):
+        k = int(r.k[i])
+        assert x[i, :, 0].tolist() == [100 + j for j in range(6 - (t - k), 6)] + [200 + j for j in range(k)]
+    assert len(W.joined_windows(0, 3, 1, 4, 1, t, np.random.default_rng(0), 5, W.CHAIN)) == 0    # 3 + 4 < 10: no full window
+
+
+def test_engine_decides_from_the_bundles_window_min_frames() -> None:
+    plain = ChannelEngine(fake_bundle(), mean_model, DecisionSettings())
+    early = ChannelEngine(fake_bundle(manifest={"window_min_frames": 5}), mean_model, DecisionSettings())
+    bogus = ChannelEngine(fake_bundle(manifest={"window_min_frames": 99}), mean_model, DecisionSettings())
+    first = {}
+    for name, engine in (("plain", plain), ("early", early), ("bogus", bogus)):
+        results, transitions, _ = drive(engine, [(4, True, False)])
+        first[name] = results[0].time
+        assert transitions[0].boundary_kind == "stream_start" and transitions[0].is_ad
+    assert first["plain"] == pytest.approx((T - 1) / FPS)
+    assert first["early"] == pytest.approx(4 / FPS)
+    assert first["bogus"] == first["plain"]
