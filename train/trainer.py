@@ -23,6 +23,7 @@ from tqdm import tqdm
 from detector.model.bundle import load_bundle, read_manifest, sha256_file
 from detector.errors import UsageError
 from detector.model.inference import Models
+from detector.analysis.window import min_frames_for
 from export.common import now_rfc3339, prepare_out_dir, quiet_tensorflow, tool_versions, write_manifest
 from train import windows as W
 from train.dataset import Dataset, Item, discover
@@ -91,22 +92,29 @@ def extract_all(ds: Dataset, models: Models, opts: TrainOptions) -> tuple[list[n
 # ----------------------------------------------------------------------------- windows
 
 def build_recipes(loaded: list[Loaded], feats: list[np.ndarray], times: list[np.ndarray], ds: Dataset, t: int,
-                  rng: np.random.Generator, transitions_per_pair: int = 6) -> tuple[W.Recipes, list[str]]:
-    """All windows of a split: clips, recordings and clip-to-clip transitions."""
+                  rng: np.random.Generator, transitions_per_pair: int = 6, min_frames: int | None = None) -> tuple[W.Recipes, list[str]]:
+    """All windows of a split: clips, recordings, clip-to-clip transitions and, with
+    `min_frames` < t (the dataset has clips shorter than the window), padded stream-start
+    windows and same-class chains of the short clips. Videos under `min_frames` frames are
+    returned as too short."""
+    min_frames = t if min_frames is None else min_frames
     cidx = {c: i for i, c in enumerate(ds.classes)}
     parts: list[W.Recipes] = []
     short: list[str] = []
     clips_by_class: dict[int, list[int]] = {}
     for ld in loaded:
         n = len(feats[ld.track])
-        if n < t:
+        if n < min_frames:
             short.append(str(ld.item.path))
             continue
         if ld.item.is_recording:
-            parts.append(W.recording_windows(ld.track, times[ld.track], list(ld.item.segments or ()), cidx, t, ld.item.gap_label))
+            parts.append(W.recording_windows(ld.track, times[ld.track], list(ld.item.segments or ()), cidx, t, ld.item.gap_label,
+                                             min_frames=min_frames))
         else:
             c = cidx[ld.item.label]
             parts.append(W.clip_windows(ld.track, n, c, t))
+            if min_frames < t:
+                parts.append(W.padded_windows(ld.track, n, c, t, min_frames))
             clips_by_class.setdefault(c, []).append(ld.track)
     # transitions between clips of different classes, both directions
     for ca, tracks_a in clips_by_class.items():
@@ -115,8 +123,48 @@ def build_recipes(loaded: list[Loaded], feats: list[np.ndarray], times: list[np.
                 continue
             for ta in tracks_a:
                 tb = tracks_b[int(rng.integers(len(tracks_b)))]
-                parts.append(W.transition_windows(ta, len(feats[ta]), tb, len(feats[tb]), cb, t, rng, transitions_per_pair))
+                parts.append(W.joined_windows(ta, len(feats[ta]), tb, len(feats[tb]), cb, t, rng, transitions_per_pair, W.TRANSITION))
+    # a short clip followed by another clip of its class: full-length windows, as on air
+    for c, tracks in clips_by_class.items():
+        for ta in tracks:
+            others = [tb for tb in tracks if tb != ta]
+            if len(feats[ta]) >= t or not others:
+                continue
+            tb = others[int(rng.integers(len(others)))]
+            parts.append(W.joined_windows(ta, len(feats[ta]), tb, len(feats[tb]), c, t, rng, transitions_per_pair, W.CHAIN))
     return W.concat(parts), short
+
+
+def stream_start_frames(loaded: dict[str, list[Loaded]], feats: list[np.ndarray], t: int, opts: TrainOptions) -> int:
+    """From how many frames a window counts: t, or half of it (padded windows) when some clip is shorter than t.
+
+    Short clips are normal (many spots last 5-10 s). Rather than skip them, or shrink the window for
+    every channel because of a few clips, they train as padded windows: the same windows the live
+    engine gives its model in the first seconds of a stream (`window_min_frames` in the bundle).
+    """
+    clips = [ld for split in ("train", "test") for ld in loaded[split] if not ld.item.is_recording]
+    short = [ld for ld in clips if len(feats[ld.track]) < t]
+    if not short:
+        return t
+    min_frames = min_frames_for(t)
+    usable = sum(len(feats[ld.track]) >= min_frames for ld in short)
+    shortest = min(len(feats[ld.track]) for ld in short) / opts.analysis_fps
+    log.info("short clips padded clips=%d of %d shorter than the %g s window (shortest %.1f s): %d of them train as windows "
+             "padded the way the live window fills at stream start (oldest frame repeated, from %d frames = %g s); the bundle "
+             "decides from %g s after a stream starts; a --window-seconds no longer than the clips avoids padding",
+             len(short), len(clips), t / opts.analysis_fps, shortest, usable, min_frames, min_frames / opts.analysis_fps,
+             min_frames / opts.analysis_fps)
+    return min_frames
+
+
+def fitting_window_hint(loaded: dict[str, list[Loaded]], feats: list[np.ndarray], opts: TrainOptions) -> str:
+    """The option that fixes clips too short for the window: a window no longer than the longest clip."""
+    lengths = [len(feats[ld.track]) for split in ("train", "test") for ld in loaded[split] if not ld.item.is_recording]
+    lengths = [n for n in lengths if n >= 2] or [len(f) for f in feats if len(f) >= 2]
+    if not lengths:
+        return "the clips need at least 2 frames at --fps; use longer clips"
+    seconds = max(lengths) / opts.analysis_fps
+    return f"pass --window-seconds {seconds:g} or less (the longest clip lasts {seconds:g} s at --fps {opts.analysis_fps:g}), or use longer clips"
 
 
 def split_validation(loaded: list[Loaded], fraction: float) -> tuple[list[Loaded], list[Loaded]]:
@@ -271,27 +319,33 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     rng = np.random.default_rng(opts.seed)
     n_classes = len(ds.classes)
 
+    min_frames = stream_start_frames(loaded, feats, t, opts)
+    fix = fitting_window_hint(loaded, feats, opts)
     tr_loaded, va_loaded = split_validation(loaded["train"], opts.val_fraction)
-    train_r, short_tr = build_recipes(tr_loaded, feats, times, ds, t, rng)
-    val_r, short_va = build_recipes(va_loaded, feats, times, ds, t, rng)
-    test_r, short_te = build_recipes(loaded["test"], feats, times, ds, t, rng, transitions_per_pair=0)
+    train_r, short_tr = build_recipes(tr_loaded, feats, times, ds, t, rng, min_frames=min_frames)
+    val_r, short_va = build_recipes(va_loaded, feats, times, ds, t, rng, min_frames=min_frames)
+    test_r, short_te = build_recipes(loaded["test"], feats, times, ds, t, rng, transitions_per_pair=0, min_frames=min_frames)
+    need = f"{min_frames} frames = {min_frames / opts.analysis_fps:g} s" + (f", half the {t}-frame window" if min_frames < t else "")
     for path in short_tr + short_va + short_te:
-        log.warning("skipping video shorter than a window file=%s window_s=%.1f", path, t / opts.analysis_fps)
-    skipped += [f"{p}: shorter than a window ({t} frames)" for p in short_tr + short_va + short_te]
+        log.warning("skipping video shorter than a window can use file=%s needs_s=%g window_s=%g fix=%r", path,
+                    min_frames / opts.analysis_fps, t / opts.analysis_fps, fix)
+    skipped += [f"{p}: shorter than a window can use ({need})" for p in short_tr + short_va + short_te]
     keep, tail = split_recordings_tail(train_r, feats, opts.val_fraction)
     val_r = W.concat([val_r, train_r.take(tail)])
     train_r = train_r.take(keep)
     if len(train_r) == 0:
-        raise UsageError(f"{opts.data_dir}: no training windows: every clip is shorter than a window ({t} frames = {opts.window_seconds:g} s at {opts.analysis_fps:g} fps)")
+        raise UsageError(f"{opts.data_dir}: no training windows: every clip is shorter than a window can use ({need} at "
+                         f"{opts.analysis_fps:g} fps); {fix}")
     present = set(np.unique(train_r.y).tolist())
     if len(present) < 2:
-        raise UsageError(f"{opts.data_dir}: training windows cover only class {ds.classes[next(iter(present))]}; every class needs clips at least one window long")
+        raise UsageError(f"{opts.data_dir}: training windows cover only class {ds.classes[next(iter(present))]}; every class needs "
+                         f"clips of at least {need}; {fix}")
     if len(val_r) == 0 or len(set(np.unique(val_r.y).tolist())) < 2:
         perm = rng.permutation(len(train_r))
         n_val = max(1, int(len(perm) * opts.val_fraction))
         val_r, train_r = train_r.take(perm[:n_val]), train_r.take(perm[n_val:])
     if len(test_r) == 0:
-        raise UsageError(f"{opts.data_dir}/test: no usable test videos (each needs at least {t} frames); evaluation needs a held-out split")
+        raise UsageError(f"{opts.data_dir}/test: no usable test videos (each needs at least {need}); evaluation needs a held-out split; {fix}")
     counts = {split: {W.KIND_NAMES[k]: int((r.kind == k).sum()) for k in W.KIND_NAMES} for split, r in
               (("train", train_r), ("validation", val_r), ("test", test_r))}
     log.info("windows train=%s validation=%s test=%s", counts["train"], counts["validation"], counts["test"])
@@ -356,6 +410,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     final = dict(backbone_only)
     final.update({
         "classes": ds.classes, "ad_classes": [ds.ad_class], "analysis_fps": opts.analysis_fps, "window_frames": t,
+        "window_min_frames": min_frames,
         "sequence": {"file": seq_path.name, "sha256": sha256_file(seq_path), "arch": opts.arch,
                      "units": opts.units if opts.arch == "small" else 2048, "parity_max_abs_diff": parity},
         "evaluation": evaluation,

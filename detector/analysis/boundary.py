@@ -25,6 +25,13 @@ import numpy as np
 
 from detector.analysis.framestats import FrameStats, cut_strength, is_black
 
+# What placed a segment's boundary: the contract's `boundary` field of segment events, in
+# one place. `stream_start`: the first segment of a stream (or after a gap) starts at its first
+# frame; `cut` / `black` / `silence`: snapped to that cue; `model`: no cue near, the model's
+# own crossing minus its measured lag. `silence` is not produced yet (no audio cues).
+STREAM_START, CUT, BLACK, SILENCE, MODEL = "stream_start", "cut", "black", "silence", "model"
+BOUNDARY_KINDS: tuple[str, ...] = (STREAM_START, CUT, BLACK, SILENCE, MODEL)
+
 
 @dataclass(frozen=True)
 class BoundarySettings:
@@ -38,7 +45,7 @@ class BoundarySettings:
 @dataclass(frozen=True)
 class Cue:
     time: float        # estimated boundary time for this cue
-    kind: str          # "black" | "cut"
+    kind: str          # BLACK | CUT (SILENCE once audio cues exist)
     strength: float
 
 
@@ -74,7 +81,15 @@ class History:
 
 
 def fine_crossing(times: np.ndarray, p_ad: np.ndarray, to_ad: bool) -> float:
-    """First time from which p(ad) stays on the new side of 0.5 (times ascending)."""
+    """First time from which p(ad) stays on the new side of 0.5 (times ascending).
+
+    Non-finite probabilities (a window the model could not score) say nothing: they are left out.
+    """
+    finite = np.isfinite(p_ad)
+    if not finite.all():
+        if not finite.any():
+            return float(times[-1])
+        times, p_ad = times[finite], p_ad[finite]
     new_side = p_ad >= 0.5 if to_ad else p_ad < 0.5
     old = np.flatnonzero(~new_side)
     if len(old) == 0:
@@ -107,7 +122,7 @@ def find_cues(times: np.ndarray, stats: list[FrameStats], lo: float, hi: float, 
         else:
             t = times[j + 1] - half if j + 1 < n else times[j] + half
         if lo <= t <= hi:
-            cues.append(Cue(float(t), "black", 1.0))
+            cues.append(Cue(float(t), BLACK, 1.0))
         i = j + 1
     for k in range(1, n):
         if black[k] or black[k - 1]:
@@ -115,19 +130,19 @@ def find_cues(times: np.ndarray, stats: list[FrameStats], lo: float, hi: float, 
         s = cut_strength(stats[k - 1], stats[k])
         t = times[k] - half
         if s >= settings.cut_threshold and lo <= t <= hi:
-            cues.append(Cue(float(t), "cut", s))
+            cues.append(Cue(float(t), CUT, s))
     return cues
 
 
 def choose_boundary(cues: list[Cue], crossing: float, lag: float, floor: float) -> tuple[float, str]:
-    """The boundary time and how it was found ('black', 'cut' or 'model')."""
+    """The boundary time and what placed it (BLACK, CUT or MODEL, see BOUNDARY_KINDS)."""
     target = crossing - lag
-    for kind in ("black", "cut"):
+    for kind in (BLACK, CUT):
         same = [c for c in cues if c.kind == kind]
         if same:
             best = min(same, key=lambda c: abs(c.time - target))
             return max(best.time, floor), kind
-    return max(target, floor), "model"
+    return max(target, floor), MODEL
 
 
 def locate(history: History, decided_at: float, search_from: float, to_ad: bool, window_frames: int, fps: float,
@@ -135,7 +150,7 @@ def locate(history: History, decided_at: float, search_from: float, to_ad: bool,
     """Estimate the boundary of a change decided at `decided_at` (see the module docstring)."""
     times, stats, feats = history.ordered()
     if len(times) == 0:
-        return decided_at, "model"
+        return decided_at, MODEL
     lo = max(search_from - 1.0 / fps, decided_at - settings.max_search_seconds)
     ends = np.flatnonzero((times >= lo) & (times <= decided_at + 1e-9))
     ends = ends[ends >= window_frames - 1]

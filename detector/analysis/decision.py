@@ -8,6 +8,10 @@ most one hop of extra latency.
 
 The decider only says *that* the state changed and where to look for the boundary;
 `boundary.py` says *where* it was.
+
+A window whose probabilities are not finite (NaN or inf from the model) is ignored: it
+neither enters the smoothing nor decides a state, so one bad window can never turn into a
+NaN confidence in an event. The engine counts and logs such windows before they get here.
 """
 
 from __future__ import annotations
@@ -65,6 +69,9 @@ class Decider:
         self._recent = deque(self._recent, maxlen=max(1, settings.smoothing_windows))
 
     def p_ad(self, probs: np.ndarray) -> float:
+        """p(ad) of one window; NaN when any class probability is not finite."""
+        if not np.all(np.isfinite(probs)):
+            return float("nan")
         return float(np.clip(probs[self.ad_mask].sum(), 0.0, 1.0))
 
     def _label(self, probs: np.ndarray, is_ad: bool) -> str:
@@ -73,9 +80,12 @@ class Decider:
         return self.classes[int(idx[np.argmax(probs[idx])])]
 
     def push(self, probs: np.ndarray, t: float) -> Change | None:
-        """Feed one window's probabilities (newest frame at media time t)."""
+        """Feed one window's probabilities (newest frame at media time t); non-finite ones are ignored."""
         s = self.settings
-        self._recent.append(self.p_ad(probs))
+        p_window = self.p_ad(probs)
+        if not np.isfinite(p_window):
+            return None
+        self._recent.append(p_window)
         p = float(np.mean(self._recent))
         if self.state is None:
             # first window: the nearer side wins; its segment starts at the stream's start

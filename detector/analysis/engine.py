@@ -3,21 +3,34 @@
 The same object serves the offline classifier (fed from a file as fast as it decodes) and
 the live daemon (fed from the inference thread); only the sinks differ. It is not
 thread-safe: one owner feeds it.
+
+Two things differ between the two uses and are constructor options:
+- `keep_segments`: the offline classifier needs every closed segment (None, the default);
+  a daemon that runs for months keeps a bounded number (or 0), so memory stays flat.
+- non-finite probabilities (a NaN from the model) are contained here: the window is
+  skipped, never enters the decision or a segment's confidence, is counted in
+  `nonfinite_windows` (the daemon exports it) and logged at most once per 10 s.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from detector.analysis.boundary import BoundarySettings, History, locate
+from detector.analysis.boundary import BOUNDARY_KINDS, STREAM_START, BoundarySettings, History, locate
 from detector.model.bundle import Bundle
 from detector.analysis.decision import Decider, DecisionSettings
 from detector.analysis.framestats import FrameStats
 from detector.analysis.segments import Segment
 from detector.analysis.window import Window
+from detector.util.ratelog import RateLimitedLog
+
+log = logging.getLogger(__name__)
+
+__all__ = ["BOUNDARY_KINDS", "ChannelEngine", "Transition", "WindowResult", "expected_lag", "window_min_frames"]
 
 
 @dataclass(frozen=True)
@@ -29,8 +42,13 @@ class Transition:
     is_ad: bool
     label: str
     p_ad: float
-    how: str                    # how the boundary was placed: black | cut | model | start
+    boundary_kind: str          # what placed the boundary: one of BOUNDARY_KINDS (the events' `boundary` field)
     ended: Segment | None
+
+    @property
+    def how(self) -> str:
+        """The old name of `boundary_kind` (kept while callers move; values are the new names)."""
+        return self.boundary_kind
 
 
 @dataclass
@@ -38,6 +56,14 @@ class WindowResult:
     time: float                 # media time of the newest frame
     probs: np.ndarray           # [C]
     p_ad: float
+
+
+def window_min_frames(bundle: Bundle) -> int:
+    """From how many frames the bundle's model may decide (`model.json` `window_min_frames`,
+    written by `train`: below T only when it trained on padded windows of short clips)."""
+    value = bundle.manifest.get("window_min_frames")
+    t = bundle.window_frames
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= t else t
 
 
 def expected_lag(bundle: Bundle, default: float) -> float:
@@ -48,19 +74,27 @@ def expected_lag(bundle: Bundle, default: float) -> float:
 
 class ChannelEngine:
     def __init__(self, bundle: Bundle, probabilities: Callable[[np.ndarray], np.ndarray], decision: DecisionSettings,
-                 hop_seconds: float = 1.0, boundary: BoundarySettings | None = None):
+                 hop_seconds: float = 1.0, boundary: BoundarySettings | None = None, keep_segments: int | None = None,
+                 channel: str | None = None):
+        if keep_segments is not None and keep_segments < 0:
+            raise ValueError("keep_segments must be None (keep all) or >= 0")
         self.bundle = bundle
+        self.channel = channel
         self.probabilities = probabilities
         self.fps = bundle.analysis_fps
         self.t = bundle.window_frames
         self.hop = max(1, int(round(hop_seconds * self.fps)))
-        self.window = Window(self.t, self.hop)
+        self.window = Window(self.t, self.hop, window_min_frames(bundle))
         base = boundary or BoundarySettings()
         self.boundary_settings = BoundarySettings(**{**base.__dict__, "expected_lag_seconds": expected_lag(bundle, base.expected_lag_seconds)})
         self.history = History(self.t + int(self.boundary_settings.max_search_seconds * self.fps) + 2 * self.hop + 4)
         self.decider = Decider(bundle.classes, bundle.ad_classes, decision)
         self.ad_mask = np.array(bundle.ad_mask)
-        self.segments: list[Segment] = []
+        self.keep_segments = keep_segments
+        self.segments: list[Segment] = []        # closed segments, oldest first (the last keep_segments when bounded)
+        self.segments_closed = 0                 # every segment ever closed, kept or not
+        self.nonfinite_windows = 0               # windows skipped because the model gave NaN/inf (a counter: never decreases)
+        self._nonfinite_log = RateLimitedLog()
         self._open: tuple[float, bool, str] | None = None    # start, is_ad, label
         self._p_sum = 0.0
         self._p_n = 0
@@ -86,6 +120,11 @@ class ChannelEngine:
         (same backbone, same window length), otherwise a fresh window starts."""
         self._open, self._p_sum, self._p_n = old._open, old._p_sum, old._p_n
         self.stream_start = old.stream_start
+        # counters continue (the daemon exports them as counters), the closed segments too, within our bound
+        self.nonfinite_windows += old.nonfinite_windows
+        self.segments_closed += old.segments_closed
+        self.segments = old.segments + self.segments
+        self._trim_segments()
         if keep_window:
             self.window, self.history = old.window, old.history
             settings = self.decider.settings
@@ -106,6 +145,9 @@ class ChannelEngine:
         if not self.window.push(feature, t):
             return None, None
         probs = self.probabilities(self.window.current()[None])[0]
+        if not np.all(np.isfinite(probs)):
+            self._skip_nonfinite(t, probs)
+            return None, None
         p_ad = float(np.clip(probs[self.ad_mask].sum(), 0.0, 1.0))
         result = WindowResult(t, probs, p_ad)
         self._p_sum += p_ad
@@ -114,7 +156,7 @@ class ChannelEngine:
         if change is None:
             return result, None
         if self._open is None:
-            boundary, how = self.stream_start, "start"
+            boundary, kind = self.stream_start, STREAM_START
         elif self._open[1] == change.is_ad:
             # after a reset the decider re-decided the state we were already in: nothing changed
             self.decider.started(self._open[0])
@@ -122,13 +164,13 @@ class ChannelEngine:
         else:
             # never a segment shorter than min_segment_seconds, even after the boundary moves back to a cue
             floor = self._open[0] + max(1.0 / self.fps, self.decider.settings.min_segment_seconds)
-            boundary, how = locate(self.history, change.decided_at, change.search_from, change.is_ad, self.t, self.fps,
-                                   self.ad_probability, self.boundary_settings, floor)
+            boundary, kind = locate(self.history, change.decided_at, change.search_from, change.is_ad, self.t, self.fps,
+                                    self.ad_probability, self.boundary_settings, floor)
             boundary = min(boundary, t)
         ended = self._close(boundary)
         self._open = (boundary, change.is_ad, change.label)
         self.decider.started(boundary)
-        return result, Transition(boundary, t, change.is_ad, change.label, change.p_ad, how, ended)
+        return result, Transition(boundary, t, change.is_ad, change.label, change.p_ad, kind, ended)
 
     def _close(self, end: float) -> Segment | None:
         if self._open is None:
@@ -138,8 +180,22 @@ class ChannelEngine:
         conf = mean if is_ad else 1.0 - mean
         seg = Segment(start, max(end, start), label, is_ad, round(conf, 4))
         self.segments.append(seg)
+        self.segments_closed += 1
+        self._trim_segments()
         self._p_sum, self._p_n = 0.0, 0
         return seg
+
+    def _trim_segments(self) -> None:
+        if self.keep_segments is not None and len(self.segments) > self.keep_segments:
+            del self.segments[: len(self.segments) - self.keep_segments]
+
+    def _skip_nonfinite(self, t: float, probs: np.ndarray) -> None:
+        self.nonfinite_windows += 1
+        count = self._nonfinite_log.hit()
+        if count is not None:
+            log.warning("non-finite class probabilities, window skipped channel=%s media_time=%.2f probabilities=%s "
+                        "skipped_since_last_log=%d skipped_total=%d", self.channel or "-", t,
+                        np.array2string(np.asarray(probs), precision=3, max_line_width=200), count, self.nonfinite_windows)
 
     def finish(self, end: float) -> Segment | None:
         """Close the open segment at `end` (end of file, or shutdown)."""

@@ -208,6 +208,7 @@ def live_run(broadcast: Path, truth_csv: Path, model_dir: Path, root: Path) -> i
 
 def offline_run(video: Path, truth_csv: Path, model_dir: Path, out_dir: Path) -> int:
     """Classify the broadcast, print breaks beside the truth, write the media-centre files."""
+    from detector.analysis.boundary import STREAM_START
     from detector.model.bundle import load_bundle
     from detector.offline.formats import write_outputs
     from detector.model.models import Models
@@ -222,16 +223,16 @@ def offline_run(video: Path, truth_csv: Path, model_dir: Path, out_dir: Path) ->
     print(f"== classifying {video.name} offline, at full speed", flush=True)
     result = analyse(video, bundle, models)
     true_edges = [(s.start, "ad starts") for s in truth if s.is_ad and s.start > 0] + [(s.end, "ad ends") for s in truth if s.is_ad and s.end < result.duration - 0.05]
-    print(f"\n{'found at':>9}  {'event':<10} {'label':<12} {'how':<6} {'truth':>8}  {'error':>7}")
+    print(f"\n{'found at':>9}  {'event':<10} {'label':<12} {'boundary':<8} {'truth':>8}  {'error':>7}")
     for tr in result.transitions:
-        if tr.how == "start":
-            print(f"{clock(tr.boundary):>9}  {'starts as':<10} {tr.label:<12} {'':<6}")
+        if tr.boundary_kind == STREAM_START:
+            print(f"{clock(tr.boundary):>9}  {'starts as':<10} {tr.label:<12} {'':<8}")
             continue
         kind = "ad starts" if tr.is_ad else "ad ends"
         same = [t for t, k in true_edges if k == kind]
         nearest = min(same, key=lambda t: abs(t - tr.boundary)) if same else None
         err = f"{tr.boundary - nearest:+.1f} s" if nearest is not None else ""
-        print(f"{clock(tr.boundary):>9}  {kind:<10} {tr.label:<12} {tr.how:<6} {clock(nearest) if nearest is not None else '-':>8}  {err:>7}")
+        print(f"{clock(tr.boundary):>9}  {kind:<10} {tr.label:<12} {tr.boundary_kind:<8} {clock(nearest) if nearest is not None else '-':>8}  {err:>7}")
     figures = score(result.segments, truth, result.duration)
     written = write_outputs(out_dir, video.stem, result.segments, result.times, result.probs, result.classes, result.ad_classes,
                             result.fps, result.total_frames, result.duration, truth=truth)
