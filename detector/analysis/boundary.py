@@ -29,8 +29,11 @@ from detector.analysis.framestats import FrameStats, cut_strength, is_black
 # one place. `stream_start`: the first segment of a stream (or after a gap) starts at its first
 # frame; `cut` / `black` / `silence`: snapped to that cue; `model`: no cue near, the model's
 # own crossing minus its measured lag. `silence` is not produced yet (no audio cues).
-STREAM_START, CUT, BLACK, SILENCE, MODEL = "stream_start", "cut", "black", "silence", "model"
-BOUNDARY_KINDS: tuple[str, ...] = (STREAM_START, CUT, BLACK, SILENCE, MODEL)
+# `stream_end` (an extension of the contract's list) marks the end of the last segment when
+# the stream or the daemon stops: no boundary was detected there. The wire schema
+# (detector.events.schema) takes this tuple as the values it accepts.
+STREAM_START, CUT, BLACK, SILENCE, MODEL, STREAM_END = "stream_start", "cut", "black", "silence", "model", "stream_end"
+BOUNDARY_KINDS: tuple[str, ...] = (STREAM_START, CUT, BLACK, SILENCE, MODEL, STREAM_END)
 
 
 @dataclass(frozen=True)

@@ -24,13 +24,16 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+from detector.analysis.boundary import BOUNDARY_KINDS
+
 SCHEMA = 1
 #: Every event type of CONTRACT.md "Events", in one place for publishers, subscribers and tests.
 TYPES = ("segment.start", "segment.end", "heartbeat", "stream.up", "stream.down", "cue.upstream")
 SEGMENT_TYPES = ("segment.start", "segment.end")
 #: What placed a segment boundary (`boundary`): the channel's first frame, a scene cut, a black
-#: frame, a silence, or the model's own estimate when no cue was near.
-BOUNDARIES = ("stream_start", "cut", "black", "silence", "model")
+#: frame, a silence, the model's own estimate when no cue was near, or (`segment.end` only) the
+#: stream or the daemon stopping. Defined where the boundaries are placed.
+BOUNDARIES = BOUNDARY_KINDS
 #: MPEG-TS presentation timestamps count 90 kHz modulo 2^33.
 PTS_MODULUS = 2 ** 33
 

@@ -30,6 +30,7 @@ from typing import Any
 
 import cv2
 
+from detector.analysis.boundary import STREAM_END
 from detector.analysis.engine import ChannelEngine
 from detector.config import ChannelConfig, Config, DecisionConfig, load_config, source_kind, state_dir_from
 from detector.errors import RuntimeFailure, UsageError
@@ -51,6 +52,8 @@ from detector.model.plan import GPU_PROVIDERS
 from detector.sources.video import quiet_native_logs
 
 log = logging.getLogger(__name__)
+
+LIVE_SEGMENTS_KEPT = 16      # the daemon publishes segments as they close; memory stays flat over months
 
 
 def load_models(cfg: Config) -> tuple[Bundle, Models]:
@@ -238,7 +241,8 @@ class Daemon:
         for ch in self.channels.values():
             seg = ch.engine.finish(ch.last_media) if ch.engine.current else None
             if seg is not None:
-                publish_segment(self.events, "segment.end", ch, seg.label, seg.is_ad, seg.confidence, seg.end, duration=seg.duration)
+                publish_segment(self.events, "segment.end", ch, seg.label, seg.is_ad, seg.confidence, seg.end, STREAM_END,
+                                duration=seg.duration)
             if ch.up:
                 self.metrics.stream_up.labels(channel=ch.name).set(0)
                 self.events.publish("stream.down", ch.name, reason="shutdown")
@@ -251,7 +255,7 @@ class Daemon:
             out = models.probabilities(windows)
             hist.observe(time.perf_counter() - t0)
             return out
-        return ChannelEngine(bundle, probabilities, decision.to_settings(), decision.hop_seconds)
+        return ChannelEngine(bundle, probabilities, decision.to_settings(), decision.hop_seconds, keep_segments=LIVE_SEGMENTS_KEPT)
 
     def _export_model_info(self) -> None:
         assert self.bundle and self.models

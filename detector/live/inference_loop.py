@@ -141,7 +141,10 @@ class InferenceLoop:
             ch.engine.reset()            # a new connection or a timestamp jump: never a window across the gap
             ch.generation = meta.generation
         ch.last_media, ch.last_wall = meta.media_time, meta.wall_time
+        nonfinite = ch.engine.nonfinite_windows
         result, tr = ch.engine.push(meta.media_time, feat, meta.stats)
+        if ch.engine.nonfinite_windows != nonfinite:
+            self.metrics.nonfinite_windows.labels(channel=ch.name).inc(ch.engine.nonfinite_windows - nonfinite)
         ch.analysed += 1
         self.metrics.frames_analyzed.labels(channel=ch.name).inc()
         if result is not None:
@@ -154,19 +157,25 @@ class InferenceLoop:
     def _transition(self, ch: Channel, tr: Transition) -> None:
         if tr.ended is not None:
             e = tr.ended
-            publish_segment(self.events, "segment.end", ch, e.label, e.is_ad, e.confidence, e.end, duration=round(e.duration, 3))
+            publish_segment(self.events, "segment.end", ch, e.label, e.is_ad, e.confidence, e.end, tr.boundary_kind,
+                            duration=round(e.duration, 3))
         ch.segment_no += 1
         ch.segment_id = f"{ch.name}-{self.run_id[:8]}-{ch.segment_no}"
         conf = tr.p_ad if tr.is_ad else 1.0 - tr.p_ad
         log.info("segment start channel=%s label=%s is_ad=%s stream_time=%.2f decided_at=%.2f how=%s", ch.name, tr.label, tr.is_ad,
-                 tr.boundary, tr.decided_at, tr.how)
-        publish_segment(self.events, "segment.start", ch, tr.label, tr.is_ad, round(conf, 4), tr.boundary)
+                 tr.boundary, tr.decided_at, tr.boundary_kind)
+        publish_segment(self.events, "segment.start", ch, tr.label, tr.is_ad, round(conf, 4), tr.boundary, tr.boundary_kind)
 
 
 def publish_segment(events: EventSink, typ: str, ch: Channel, label: str, is_ad: bool, confidence: float, media_time: float,
-                    **extra: Any) -> None:
-    """A `segment.*` event of `ch`'s current segment, its `time` on the wall clock of the boundary."""
+                    boundary: str, pts: int | None = None, **extra: Any) -> None:
+    """A `segment.*` event of `ch`'s current segment, its `time` on the wall clock of the boundary.
+
+    `pts` is the boundary frame's source PTS (90 kHz); None until the capture reads the
+    source's own clock (the libav capture), as the contract allows for sources without one.
+    """
     if ch.segment_id is None:
         return
     events.publish(typ, ch.name, label=label, is_ad=bool(is_ad), confidence=float(confidence), segment_id=ch.segment_id,
-                   time=rfc3339(ch.wall_of(media_time)), stream_time=round(float(media_time), 3), **extra)
+                   time=rfc3339(ch.wall_of(media_time)), stream_time=round(float(media_time), 3), pts=pts, boundary=boundary,
+                   **extra)

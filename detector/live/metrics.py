@@ -182,6 +182,10 @@ class Metrics:
             "ad_detector_healthy", "1 when the daemon's health check passes, else 0.", registry=r)
         self.build_info = Info(
             "ad_detector_build", "Versions of the running daemon.", registry=r)
+        self.nonfinite_windows = Counter(
+            "ad_detector_nonfinite_windows", "Windows skipped because the sequence model gave NaN or infinity "
+            "(the decision keeps its last state; a few mean a broken input frame, many a broken model).",
+            ["channel"], registry=r)
         self.auth_failures = Counter(
             "ad_detector_auth_failures", "Client handshakes refused by CURVE (events.curve), by reason "
             "(unknown_key: key not in allowed_clients_dir; handshake: failed before authentication, e.g. a client without CURVE).",
@@ -209,6 +213,7 @@ class Metrics:
             for event_type in EVENT_TYPES:
                 self.events_published.labels(channel=channel, type=event_type)
             self.decision_latency.labels(channel=channel)
+            self.nonfinite_windows.labels(channel=channel)
             self.last_frame_timestamp.labels(channel=channel).set(0)
             for kind in FAULT_KINDS:
                 self.stream_faults.labels(channel=channel, kind=kind)

@@ -159,7 +159,7 @@ def test_adopt_keeps_the_retention_bound() -> None:
 def test_boundary_kinds_are_the_contract_names() -> None:
     from detector.analysis.boundary import BOUNDARY_KINDS
 
-    assert BOUNDARY_KINDS == ("stream_start", "cut", "black", "silence", "model")
+    assert BOUNDARY_KINDS == ("stream_start", "cut", "black", "silence", "model", "stream_end")
     engine = ChannelEngine(fake_bundle(), mean_model, DecisionSettings())
     _, transitions, _ = drive(engine, alternating(4))
     assert transitions[0].boundary_kind == "stream_start"

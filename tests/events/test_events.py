@@ -94,13 +94,17 @@ def test_segment_fields(kind):
 
 def test_event_types_and_boundary_kinds_are_defined_once_as_the_contract_names_them():
     assert events.TYPES == ("segment.start", "segment.end", "heartbeat", "stream.up", "stream.down", "cue.upstream")
-    assert events.BOUNDARIES == ("stream_start", "cut", "black", "silence", "model")
+    # the contract's five, plus `stream_end` (segment.end when the stream or the daemon stops)
+    assert events.BOUNDARIES == ("stream_start", "cut", "black", "silence", "model", "stream_end")
+    from detector.analysis.boundary import BOUNDARY_KINDS
+
+    assert events.BOUNDARIES is BOUNDARY_KINDS
     assert {"pts", "boundary"} <= set(events.SEGMENT_FIELDS)
     assert events.PTS_MODULUS == 2 ** 33
 
 
 @pytest.mark.parametrize("pts", [0, 1, 2 ** 33 - 1, None])
-@pytest.mark.parametrize("boundary", ["stream_start", "cut", "black", "silence", "model"])
+@pytest.mark.parametrize("boundary", ["stream_start", "cut", "black", "silence", "model", "stream_end"])
 def test_segment_pts_and_boundary(pts, boundary):
     event = build("segment.start", pts=pts, boundary=boundary)
     assert event["pts"] == pts and type(event["pts"]) is type(pts) and event["boundary"] == boundary

@@ -188,7 +188,7 @@ def broadcast(demo_set) -> Path:
 FAULTS = {
     "capture": ("detector.live.capture", "frame_stats", 100, 0.0, "capture-tv"),            # per sampled frame
     "inference": ("detector.model.models", "Models.features", 90, 0.0, "inference"),      # per live backbone batch
-    "publisher": ("detector.events.publisher", "Publisher._send_heartbeats", 18, 0.0, "publisher"),  # per heartbeat round
+    "publisher": ("detector.events.outputs.zeromq", "Publisher._turn", 1, 18.0, "publisher"),  # one loop turn (a bad message no longer kills it)
     # per serve_forever turn: every 0.2 s and after every request, so by time, not count
     "metrics-http": ("socketserver", "BaseServer.service_actions", 1, 18.0, "metrics-http"),
 }
