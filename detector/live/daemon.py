@@ -242,7 +242,7 @@ class Daemon:
             seg = ch.engine.finish(ch.last_media) if ch.engine.current else None
             if seg is not None:
                 publish_segment(self.events, "segment.end", ch, seg.label, seg.is_ad, seg.confidence, seg.end, STREAM_END,
-                                duration=seg.duration)
+                                duration=round(seg.duration, 3))
             if ch.up:
                 self.metrics.stream_up.labels(channel=ch.name).set(0)
                 self.events.publish("stream.down", ch.name, reason="shutdown")

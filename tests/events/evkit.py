@@ -35,3 +35,34 @@ class Recorder:
     def auth_failure(self, reason: str) -> None:
         with self._lock:
             self.auth_failures.append(reason)
+
+
+def wait_until(predicate, timeout: float = 5.0) -> None:
+    """Poll `predicate` every 10 ms until it holds; AssertionError after `timeout` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.01)
+
+
+class PublisherFactory:
+    """Starts real publishers with a test's defaults and stops every one it started (a fixture's body)."""
+
+    def __init__(self, **defaults) -> None:
+        self.defaults = defaults
+        self.started: list = []
+
+    def __call__(self, **kwargs):
+        from detector.events.outputs.zeromq import Publisher
+
+        pub = Publisher(**{**self.defaults, **kwargs})
+        pub.start()
+        self.started.append(pub)
+        return pub
+
+    def stop_all(self) -> None:
+        for pub in self.started:
+            pub.stop()

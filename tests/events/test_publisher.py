@@ -26,7 +26,7 @@ from detector.errors import UsageError
 from detector.events.journal import Journal, JournalError, read_journal
 from detector.events.outputs.base import DROP_REASONS
 from detector.events.outputs.zeromq import Publisher
-from evkit import Recorder
+from evkit import PublisherFactory, Recorder, wait_until
 
 ANY = "tcp://127.0.0.1:*"
 RUN = "test-run"
@@ -41,20 +41,9 @@ def segment(label: str = "commercial", n: int = 1, **extra) -> dict:
 
 @pytest.fixture
 def make_publisher() -> Iterator[Callable[..., Publisher]]:
-    started: list[Publisher] = []
-
-    def make(**kwargs) -> Publisher:
-        options = dict(bind=ANY, snapshot_bind=ANY, heartbeat_seconds=60.0, journal_path=None, run_id=RUN,
-                       channels=["a", "b"])
-        options.update(kwargs)
-        pub = Publisher(**options)
-        pub.start()
-        started.append(pub)
-        return pub
-
+    make = PublisherFactory(bind=ANY, snapshot_bind=ANY, heartbeat_seconds=60.0, journal_path=None, run_id=RUN, channels=["a", "b"])
     yield make
-    for pub in started:
-        pub.stop()
+    make.stop_all()
 
 
 def subscriber(ctx: zmq.Context, endpoint: str, *topics: bytes, **options: int) -> zmq.Socket:
@@ -98,14 +87,6 @@ def wait_subscribed(pub: Publisher, sock: zmq.Socket, timeout: float = 5.0, hear
             wait_until(lambda: pub.last_seq >= first + sent)
             return
     raise AssertionError("subscription never reached the publisher")
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)
 
 
 def snapshot_request(ctx: zmq.Context, endpoint: str, *frames: bytes) -> dict:

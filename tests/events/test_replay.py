@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import zmq
+from evkit import PublisherFactory, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -32,14 +33,6 @@ ANY = "tcp://127.0.0.1:*"
 def segment(n: int, label: str = "commercial") -> dict:
     return dict(label=label, is_ad=label == "commercial", confidence=0.9, segment_id=f"seg-{n}",
                 time=time.time() - 1.0, stream_time=float(n), pts=90_000 * n, boundary="black")
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)
 
 
 def ask(ctx: zmq.Context, endpoint: str, *frames: bytes) -> dict:
@@ -65,20 +58,10 @@ def replay_request(run_id: str, after_seq: int, limit: int | None = None) -> byt
 
 @pytest.fixture
 def make_publisher() -> Iterator[Callable[..., Publisher]]:
-    started: list[Publisher] = []
-
-    def make(run_id: str = "run-a", **kwargs) -> Publisher:
-        options = dict(bind=ANY, snapshot_bind=ANY, heartbeat_seconds=60.0, journal_path=None, run_id=run_id,
-                       channels=["a"], journal_fsync=False)
-        options.update(kwargs)
-        pub = Publisher(**options)
-        pub.start()
-        started.append(pub)
-        return pub
-
+    make = PublisherFactory(bind=ANY, snapshot_bind=ANY, heartbeat_seconds=60.0, journal_path=None, run_id="run-a",
+                            channels=["a"], journal_fsync=False)
     yield make
-    for pub in started:
-        pub.stop()
+    make.stop_all()
 
 
 def publish_n(pub: Publisher, n: int, channel: str = "a") -> None:
