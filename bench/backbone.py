@@ -95,7 +95,7 @@ def measure(path: Runner, pool: np.ndarray, seconds: float, min_calls: int) -> f
 # ----------------------------------------------------------------------------- Keras
 
 def keras_paths(weights: str, batches: list[int]) -> tuple[list[Runner], dict[str, Any]]:
-    from export.backbone import build_keras_backbone  # imports TensorFlow
+    from ad_detector_export.backbone import build_keras_backbone  # imports TensorFlow
 
     model = build_keras_backbone(weights)
     import keras
@@ -170,7 +170,7 @@ def quantize(model: Path, kind: str, calib: np.ndarray, out_dir: Path) -> tuple[
             quant_pre_process(str(model), str(pre), skip_symbolic_shape=True)  # no sympy needed
         tmp = target.with_name(f".{target.name}.partial")
         if kind == "nncf":
-            from export.quantize import quantize_model
+            from ad_detector_export.quantize import quantize_model
 
             log(f"NNCF int8 quantization (the shipped quantizer, first conv fp32) on {len(calib)} real frames")
             quantize_model(model, calib, tmp, progress=False)
@@ -193,7 +193,7 @@ def quantize(model: Path, kind: str, calib: np.ndarray, out_dir: Path) -> tuple[
 def agreement(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
     """How close quantized features are to fp32: the export guard's own figures (raw cosine,
     cosine centred on the fp32 mean, which is what tells frames apart, relative L2 error)."""
-    from export.quantize import compare_features
+    from ad_detector_export.quantize import compare_features
 
     return compare_features(ref, got)
 

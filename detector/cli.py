@@ -27,7 +27,7 @@ def setup_logging(verbose: bool = False) -> None:
 def cmd_export_backbone(args: argparse.Namespace) -> int:
     need_train_extra("export-backbone")
     from detector.model.bundle import read_manifest
-    from export.backbone import check_weights_arg, export_backbone
+    from ad_detector_export.backbone import check_weights_arg, export_backbone
 
     out = Path(args.output)
     if args.quantize and not args.calibration:
@@ -38,7 +38,7 @@ def cmd_export_backbone(args: argparse.Namespace) -> int:
         check_weights_arg(args.weights)
     existing = None
     if args.quantize and out.is_dir() and not args.force:
-        from export.quantize import calibration_videos
+        from ad_detector_export.quantize import calibration_videos
 
         calibration_videos(Path(args.calibration))        # a bad DATA_DIR is refused before any work
         try:
@@ -53,7 +53,7 @@ def cmd_export_backbone(args: argparse.Namespace) -> int:
     else:
         export_backbone(out, weights=args.weights or "imagenet", force=args.force, seed=args.seed)
     if args.quantize:
-        from export.quantize import quantize_bundle
+        from ad_detector_export.quantize import quantize_bundle
 
         quantize_bundle(out, Path(args.calibration), frames=args.calibration_frames, seed=args.seed,
                         progress=not args.no_progress)
@@ -62,7 +62,7 @@ def cmd_export_backbone(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     need_train_extra("train")
-    from train.trainer import TrainOptions, train
+    from ad_detector_train.trainer import TrainOptions, train
 
     opts = TrainOptions(data_dir=Path(args.data_dir), out_dir=Path(args.output), ad_class=args.ad_class,
                         analysis_fps=args.fps, window_seconds=args.window_seconds, arch=args.arch, units=args.units,

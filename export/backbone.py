@@ -16,7 +16,7 @@ import numpy as np
 
 from detector.model.bundle import BACKBONE_INPUT, BACKBONE_OUTPUT, FEATURE_DIM, sha256_file
 from detector.errors import RuntimeFailure, UsageError
-from export.common import (OPSET, STAGING_PREFIX, invalidate, name_batch_axis, now_rfc3339, prepare_out_dir, quiet_tensorflow,
+from ad_detector_export.common import (OPSET, STAGING_PREFIX, invalidate, name_batch_axis, now_rfc3339, prepare_out_dir, quiet_tensorflow,
                            save_onnx, tool_versions, write_manifest)
 
 log = logging.getLogger(__name__)

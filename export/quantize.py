@@ -41,7 +41,7 @@ import numpy as np
 from detector.model.bundle import BACKBONE_INPUT, read_manifest, sha256_file
 from detector.errors import RuntimeFailure, UsageError
 from detector.sources.video import sample_video
-from export.common import STAGING_PREFIX, now_rfc3339, write_manifest
+from ad_detector_export.common import STAGING_PREFIX, now_rfc3339, write_manifest
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from detector.model.bundle import SEQUENCE_INPUT, SEQUENCE_OUTPUT
 from detector.errors import RuntimeFailure
-from export.common import OPSET, name_batch_axis, save_onnx
+from ad_detector_export.common import OPSET, name_batch_axis, save_onnx
 
 PARITY_ATOL = 1e-4
 

@@ -24,6 +24,15 @@ def module_name(path: Path) -> str:
     return ".".join(parts)
 
 
+INSTALLED_AS = {"ad_detector_train": "train", "ad_detector_export": "export"}   # pyproject's package-dir
+
+
+def installed_to_folder(name: str) -> str:
+    """`ad_detector_train.windows` -> `train.windows`: the import name of a module -> its folder's."""
+    head, _, rest = name.partition(".")
+    return INSTALLED_AS.get(head, head) + (f".{rest}" if rest else "")
+
+
 def all_modules() -> dict[str, Path]:
     return {module_name(p): p for top in OURS for p in sorted((REPO / top).rglob("*.py"))}
 
@@ -46,6 +55,7 @@ def imports_of(path: Path, name: str, known: set[str]) -> set[str]:
         else:
             continue
         for t in targets:
+            t = installed_to_folder(t)
             while t and t not in known:
                 t = t.rpartition(".")[0]
             if t and t != name:
@@ -159,3 +169,21 @@ def test_modules_stay_small():
 def test_the_package_root_keeps_only_the_entry_points():
     top = sorted(p.name for p in (REPO / "detector").glob("*.py"))
     assert top == ["__init__.py", "__main__.py", "cli.py", "errors.py"]
+
+
+def test_installed_names_cannot_collide_and_every_package_is_installed():
+    """train/ and export/ install as ad_detector_train / ad_detector_export (generic top-level names
+    like `train` would clash with other distributions), and pyproject lists every package."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    tool = project["tool"]["setuptools"]
+    assert tool["package-dir"] == {"ad_detector_train": "train", "ad_detector_export": "export"}
+    tree = sorted(".".join(p.parent.relative_to(REPO).parts)
+                  for p in (REPO / "detector").rglob("__init__.py"))
+    assert sorted(tool["packages"]) == sorted(tree + ["ad_detector_train", "ad_detector_export"])
+    for path in (REPO / "detector").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            assert not any(n.split(".")[0] in ("train", "export") for n in names), f"{path} imports {names}"

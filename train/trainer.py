@@ -24,10 +24,10 @@ from detector.model.bundle import load_bundle, read_manifest, sha256_file
 from detector.errors import UsageError
 from detector.model.inference import Models
 from detector.analysis.window import min_frames_for
-from export.common import now_rfc3339, prepare_out_dir, quiet_tensorflow, tool_versions, write_manifest
-from train import windows as W
-from train.dataset import Dataset, Item, discover
-from train.features import default_cache_dir, load_or_extract
+from ad_detector_export.common import now_rfc3339, prepare_out_dir, quiet_tensorflow, tool_versions, write_manifest
+from ad_detector_train import windows as W
+from ad_detector_train.dataset import Dataset, Item, discover
+from ad_detector_train.features import default_cache_dir, load_or_extract
 
 log = logging.getLogger(__name__)
 
@@ -357,7 +357,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
 
     import keras
 
-    from train.model import build_sequence_model
+    from ad_detector_train.model import build_sequence_model
 
     keras.utils.set_random_seed(opts.seed)
     d = feats[0].shape[1]
@@ -381,7 +381,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     best_val = float(min(history.history.get("val_loss", [float("nan")])))
 
     # export, then evaluate the exported graph: the scores are those of the file that ships
-    from export.sequence import export_sequence
+    from ad_detector_export.sequence import export_sequence
 
     seq_path = out_dir / "sequence.onnx"
     check = W.materialize(feats, test_r.take(np.arange(min(64, len(test_r)))), t)

@@ -36,11 +36,11 @@ def ensure_bundle(root: Path, data_dir: Path, quick: bool) -> Path:
         _quantize(model_dir, data_dir)
         return model_dir
     if not manifest or not manifest.get("backbone"):
-        from export.backbone import export_backbone
+        from ad_detector_export.backbone import export_backbone
 
         print("== exporting the InceptionV3 backbone to ONNX (random weights: ImageNet cannot be downloaded here)", flush=True)
         export_backbone(model_dir, weights="none", force=True)
-    from train.trainer import TrainOptions, train
+    from ad_detector_train.trainer import TrainOptions, train
 
     print("== training the sequence model on the demo clips and recordings", flush=True)
     train(TrainOptions(data_dir=data_dir, out_dir=model_dir, force=True, epochs=15 if quick else 30))
@@ -50,7 +50,7 @@ def ensure_bundle(root: Path, data_dir: Path, quick: bool) -> Path:
 
 def _quantize(model_dir: Path, data_dir: Path) -> None:
     """The int8 backbone, so the live run shows the fast CPU path (OpenVINO int8) the daemon picks."""
-    from export.quantize import quantize_bundle
+    from ad_detector_export.quantize import quantize_bundle
 
     print("== quantizing the backbone to int8, calibrated on the demo training clips", flush=True)
     quantize_bundle(model_dir, data_dir)

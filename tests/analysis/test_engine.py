@@ -174,7 +174,7 @@ def test_boundary_kinds_are_the_contract_names() -> None:
 
 def test_padded_training_windows_are_what_the_live_window_holds_at_stream_start() -> None:
     from detector.analysis.window import Window, min_frames_for, pad_front
-    from train import windows as W
+    from ad_detector_train import windows as W
 
     t, d = 8, 3
     m = min_frames_for(t)
@@ -201,7 +201,7 @@ def test_padded_training_windows_are_what_the_live_window_holds_at_stream_start(
 
 
 def test_chain_windows_join_a_short_clip_to_another_of_its_class() -> None:
-    from train import windows as W
+    from ad_detector_train import windows as W
 
     t = 10
     a = np.stack([np.full(2, 100 + i, np.float32) for i in range(6)])

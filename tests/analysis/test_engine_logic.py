@@ -14,7 +14,7 @@ from detector.analysis.framestats import frame_stats
 from detector.analysis.sampler import Sampler
 from detector.analysis.segments import Segment
 from detector.analysis.window import Window
-from train import windows as W
+from ad_detector_train import windows as W
 
 CLASSES = ["commercial", "football"]
 ADS = ["commercial"]

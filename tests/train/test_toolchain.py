@@ -107,7 +107,7 @@ def test_onnx_backbone_matches_keras_on_real_frames(backbone_dir: Path, demo_set
     import onnxruntime as ort
 
     from detector.sources.video import sample_video
-    from export.backbone import build_keras_backbone
+    from ad_detector_export.backbone import build_keras_backbone
 
     frames = [f.image for f in sample_video(first_clip(demo_set, "test", "football"), 1.0, (299, 299))][:2]
     frames += [f.image for f in sample_video(first_clip(demo_set, "test", "commercial"), 1.0, (299, 299))][:2]
@@ -282,8 +282,8 @@ def test_every_clip_shorter_than_a_window(backbone_dir: Path, tmp_path: Path, ca
 def test_truncated_video_is_used_up_to_where_it_decodes(backbone_dir: Path, demo_set, tmp_path: Path, caplog) -> None:
     from detector.model.inference import Models
     from detector.sources.video import DecodeReport, sample_video
-    from train.dataset import Dataset, Item
-    from train.trainer import TrainOptions, extract_all
+    from ad_detector_train.dataset import Dataset, Item
+    from ad_detector_train.trainer import TrainOptions, extract_all
 
     clip = first_clip(demo_set, "train", "football")
     truncated = faststart_truncated(clip, tmp_path / "cut.mp4")
@@ -373,7 +373,7 @@ def test_export_refuses_a_directory_with_foreign_files_or_a_trained_model(bundle
 
 
 def test_a_killed_export_leaves_nothing_that_blocks_the_next(tmp_path: Path) -> None:
-    from export.common import foreign_entries, prepare_out_dir
+    from ad_detector_export.common import foreign_entries, prepare_out_dir
 
     out = tmp_path / "model"
     (out / ".export.k2j3x9").mkdir(parents=True)          # the staging directory of a killed export
