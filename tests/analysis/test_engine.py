@@ -97,7 +97,7 @@ def test_first_window_after_a_reset_can_be_nan() -> None:
 
 
 def test_decider_ignores_non_finite_probabilities() -> None:
-    d = Decider(["commercial", "football"], ["commercial"], DecisionSettings())
+    d = Decider(["commercial", "football"], ["commercial"], DecisionSettings(exit_confirm_seconds=0.0))
     assert d.push(np.array([np.nan, np.nan]), 8.0) is None
     assert d.state is None
     assert d.push(np.array([np.inf, 0.0]), 9.0) is None
@@ -227,3 +227,61 @@ def test_engine_decides_from_the_bundles_window_min_frames() -> None:
     assert first["plain"] == pytest.approx((T - 1) / FPS)
     assert first["early"] == pytest.approx(4 / FPS)
     assert first["bogus"] == first["plain"]
+
+
+# ----------------------------------------------------------------------------- programme-like shots inside a break (issue 13 item 2)
+
+def test_a_short_confident_programme_excursion_inside_a_break_does_not_end_it() -> None:
+    """What `make demo` showed: 2-3 windows of p(ad) ~ 0 in the middle of a break (a green ad shot the
+    model takes for football) ended the ad, and min_segment_seconds then held back the return, so a
+    3 s programme segment was published inside the break. An ad now ends only once the programme
+    side has held for exit_confirm_seconds."""
+    # with the default (3 s at a 1 s hop) up to 2 windows of programme inside a break are absorbed;
+    # a longer confirmation absorbs longer ones
+    cases = [(DecisionSettings(), n) for n in (1, 2)] + [(DecisionSettings(exit_confirm_seconds=5.0), n) for n in (1, 2, 3, 4)]
+    for s, excursion in cases:
+        p = [0.02] * 20 + [0.99] * 40 + [0.0] * excursion + [0.99] * 30 + [0.01] * 30
+        d = Decider(["commercial", "football"], ["commercial"], s)
+        changes = []
+        for i, pa in enumerate(p):
+            ch = d.push(np.array([pa, 1 - pa]), 8.0 + i)
+            if ch is not None:
+                changes.append(ch)
+                d.started(ch.decided_at)
+        assert [c.is_ad for c in changes] == [False, True, False], (s, excursion, changes)
+        # the real end of the break is still decided, within the confirmation, and the boundary search starts before it
+        real_end = 8.0 + 90 + excursion                     # media time of the first programme window
+        end = changes[-1]
+        assert real_end < end.decided_at <= real_end + s.exit_confirm_seconds + s.smoothing_windows, end
+        assert end.search_from <= real_end
+
+
+def test_entering_an_ad_is_not_delayed_by_the_exit_confirmation() -> None:
+    d = Decider(["commercial", "football"], ["commercial"], DecisionSettings())
+    times = []
+    for i, pa in enumerate([0.01] * 20 + [0.99] * 10):
+        ch = d.push(np.array([pa, 1 - pa]), 8.0 + i)
+        if ch is not None:
+            times.append((ch.decided_at, ch.is_ad))
+            d.started(ch.decided_at)
+    assert times == [(8.0, False), (8.0 + 21, True)]        # two windows of ad, as before
+
+
+def test_engine_publishes_no_segment_for_a_programme_like_shot_inside_a_break() -> None:
+    engine = ChannelEngine(fake_bundle(window_frames=5), lambda w: np.stack([w[:, -1, 0], 1 - w[:, -1, 0]], axis=1), DecisionSettings())
+    # a model that only looks at the newest frame, as the demo model nearly does: 2.4 s of "football" inside a break
+    _, transitions, _ = drive(engine, [(20, False, False), (40, True, False), (2.4, False, False), (30, True, False), (30, False, False)])
+    assert [tr.is_ad for tr in transitions] == [False, True, False]
+    assert transitions[2].boundary == pytest.approx(20 + 40 + 2.4 + 30, abs=1.0)
+
+
+def test_exit_confirmation_can_be_turned_off() -> None:
+    s = DecisionSettings(exit_confirm_seconds=0.0)
+    d = Decider(["commercial", "football"], ["commercial"], s)
+    changes = []
+    for i, pa in enumerate([0.02] * 20 + [0.99] * 40 + [0.0] * 2 + [0.99] * 30):
+        ch = d.push(np.array([pa, 1 - pa]), 8.0 + i)
+        if ch is not None:
+            changes.append(ch.is_ad)
+            d.started(8.0 + i)
+    assert changes == [False, True, False, True]            # the old behaviour

@@ -59,7 +59,8 @@ def test_all_programme_and_all_ads_give_one_segment() -> None:
 
 
 def test_hysteresis_enter_and_exit_thresholds() -> None:
-    s = DecisionSettings(enter_threshold=0.7, exit_threshold=0.3, min_segment_seconds=0.0, smoothing_windows=1)
+    # thresholds alone: no minimum segment, no smoothing, no exit confirmation (test_engine.py tests that)
+    s = DecisionSettings(enter_threshold=0.7, exit_threshold=0.3, min_segment_seconds=0.0, smoothing_windows=1, exit_confirm_seconds=0.0)
     # 0.65 is above 0.5 but below the enter threshold: still programme
     assert [c[1] for c in run_decider([0.1] * 5 + [0.65] * 10, s)] == [False]
     # entering at 0.7 (0.71: float32 probabilities); then 0.35 (below 0.5, above exit) keeps the ad
@@ -81,22 +82,26 @@ def test_search_from_is_the_last_window_clearly_on_the_old_side() -> None:
 
 
 def test_minimum_segment_length_delays_the_opposite_change() -> None:
-    s = DecisionSettings(min_segment_seconds=5.0, smoothing_windows=1)
+    s = DecisionSettings(min_segment_seconds=5.0, smoothing_windows=1, exit_confirm_seconds=0.0)
     # ad entered at 13 s; exit evidence from 14 s on, but the ad must last 5 s first
     ch = run_decider([0.1] * 5 + [0.9] + [0.0] * 10, s)
     assert [c[1] for c in ch] == [False, True, False]
     assert ch[1][0] == pytest.approx(13.0)
     assert ch[2][0] == pytest.approx(18.0), ch
     # with no minimum the exit comes at the first low window
-    ch = run_decider([0.1] * 5 + [0.9] + [0.0] * 10, DecisionSettings(min_segment_seconds=0.0, smoothing_windows=1))
+    ch = run_decider([0.1] * 5 + [0.9] + [0.0] * 10, DecisionSettings(min_segment_seconds=0.0, smoothing_windows=1, exit_confirm_seconds=0.0))
     assert ch[2][0] == pytest.approx(14.0)
 
 
 def test_boundary_at_the_very_start_and_at_the_very_end() -> None:
-    # an ad from the first window on, programme only in the very last windows
-    ch = run_decider([0.95] * 20 + [0.02, 0.02])
+    # an ad from the first window on, programme only in the very last windows (without the exit confirmation)
+    ch = run_decider([0.95] * 20 + [0.02, 0.02], DecisionSettings(exit_confirm_seconds=0.0))
     assert [c[1] for c in ch] == [True, False]
     assert ch[-1][0] == pytest.approx(8.0 + 21)
+    # with the default confirmation the programme side (smoothed p < 0.5) must hold exit_confirm_seconds (3 s) first
+    assert [c[1] for c in run_decider([0.95] * 20 + [0.02] * 2)] == [True]
+    ch = run_decider([0.95] * 20 + [0.02] * 3)
+    assert [c[1] for c in ch] == [True, False] and ch[-1][0] == pytest.approx(8.0 + 22)
     # the last window alone is not enough (smoothing over two windows) ...
     assert [c[1] for c in run_decider([0.02] * 20 + [0.95])] == [False]
     # ... two are
