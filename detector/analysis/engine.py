@@ -45,11 +45,6 @@ class Transition:
     boundary_kind: str          # what placed the boundary: one of BOUNDARY_KINDS (the events' `boundary` field)
     ended: Segment | None
 
-    @property
-    def how(self) -> str:
-        """The old name of `boundary_kind` (kept while callers move; values are the new names)."""
-        return self.boundary_kind
-
 
 @dataclass
 class WindowResult:

@@ -167,6 +167,11 @@ class DecisionConfig(_Model):
     min_segment_seconds: Annotated[float, Strict(), Field(ge=0, le=86400)] = 3.0
     smoothing_windows: Annotated[int, Strict(), Field(ge=1, le=1000)] = 2
     hop_seconds: Annotated[float, Strict(), Field(gt=0, le=3600)] = 1.0
+    # how long p(ad) must stay on the new side before a change is decided: leaving an ad waits
+    # 3 s so an ad shot that looks like the programme does not cut a break in two (a cue-in and a
+    # cue-out mid-break); it costs ad ends ~2 s of decision latency (the boundary time is not moved)
+    enter_confirm_seconds: Annotated[float, Strict(), Field(ge=0, le=600)] = 0.0
+    exit_confirm_seconds: Annotated[float, Strict(), Field(ge=0, le=600)] = 3.0
 
     @field_validator("exit_threshold")
     @classmethod
@@ -181,7 +186,8 @@ class DecisionConfig(_Model):
         from detector.analysis.decision import DecisionSettings   # numpy: not needed just to check a config
 
         return DecisionSettings(enter_threshold=self.enter_threshold, exit_threshold=self.exit_threshold,
-                                min_segment_seconds=self.min_segment_seconds, smoothing_windows=self.smoothing_windows)
+                                min_segment_seconds=self.min_segment_seconds, smoothing_windows=self.smoothing_windows,
+                                enter_confirm_seconds=self.enter_confirm_seconds, exit_confirm_seconds=self.exit_confirm_seconds)
 
 
 def _check_zmq_endpoint(v: str, info: ValidationInfo) -> str:

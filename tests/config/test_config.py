@@ -561,3 +561,11 @@ def test_check_config_refuses_a_journal_on_a_read_only_disk(tmp_path):
         assert "events.journal: " in proc.stderr and "not writable" in proc.stderr, proc.stderr
     finally:
         unmount(disk)
+
+
+def test_decision_confirmation_reaches_the_decider():
+    cfg = parse_config(MINIMAL + "decision:\n  enter_confirm_seconds: 0.5\n  exit_confirm_seconds: 0\n")
+    settings = cfg.decision.to_settings()
+    assert (settings.enter_confirm_seconds, settings.exit_confirm_seconds) == (0.5, 0.0)
+    assert parse_config(MINIMAL).decision.to_settings().exit_confirm_seconds == 3.0
+    assert "decision.exit_confirm_seconds" in "\n".join(f"{p}" for p, _, _ in errors_of(MINIMAL + "decision:\n  exit_confirm_seconds: -1\n"))
