@@ -10,6 +10,7 @@ over the wire: the true wall-clock time of a boundary, to hold the events' `time
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -380,7 +381,15 @@ def test_daemon_restart_and_subscriber_kill_lose_no_event_then_a_full_journal_di
                                                                                            live_media: Path):
     """The real daemon restarted, a `subscribe --resume` SIGKILLed in an ad break and restarted:
     every journaled event printed once, in order. Then the journal's disk fills up: events still
-    arrive, /healthz says degraded (200), the metrics say so, and journaling resumes once space is freed."""
+    arrive, /healthz says degraded (200), the metrics say so, and journaling resumes once space is freed.
+
+    A full disk only fails an append that needs a new block: the journal's last page still
+    takes a few KiB of lines (~2.5 KiB here, a dozen events, over a minute of this broadcast).
+    So the daemon has a second channel, "blink", a file source that is empty (unreadable: the
+    channel is down, one stream.down) until the disk is full; then it becomes a 0.2 s clip
+    that plays, ends and reopens, a stream.up and a stream.down every half second, and the
+    journal runs out of room in seconds instead of waiting for the programme's boundaries.
+    """
     from detector.events.journal import read_journal
     from livekit import Subscriber, fill, mount_small_tmpfs, unmount
 
@@ -388,10 +397,14 @@ def test_daemon_restart_and_subscriber_kill_lose_no_event_then_a_full_journal_di
     why_not = mount_small_tmpfs(disk, "1m")
     if why_not:
         pytest.skip(why_not)
+    blink, blink_clip = tmp_path / "blink.mp4", tmp_path / "blink-clip.mp4"
+    blink.write_bytes(b"")
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=160x90:rate=25:duration=0.2",
+                    "-c:v", "libx264", "-pix_fmt", "yuv420p", str(blink_clip)], check=True, timeout=60)
     server = RtspServer(live_media)
     server.start()
     cfg = tmp_path / "config.yaml"
-    ep = write_config(cfg, bundle_dir, [{"name": "live", "source": server.url}],
+    ep = write_config(cfg, bundle_dir, [{"name": "live", "source": server.url}, {"name": "blink", "source": str(blink)}],
                       events={"journal": str(disk / "events.jsonl")})
     journal = Path(ep["journal"])
     resume = tmp_path / "position.json"
@@ -436,6 +449,8 @@ def test_daemon_restart_and_subscriber_kill_lose_no_event_then_a_full_journal_di
         # -- the journal's disk fills up
         listener = Listener(ep["events"])
         filler = fill(disk)
+        shutil.copyfile(blink_clip, tmp_path / "blink.tmp")
+        os.replace(tmp_path / "blink.tmp", blink)          # the blink channel starts making events
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and metric(scrape(ep["metrics"]), "ad_detector_journal_errors_total") < 1:
             time.sleep(0.5)
