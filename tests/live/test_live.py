@@ -288,7 +288,9 @@ def test_reconnect_after_server_outage(tmp_path, bundle_dir: Path, live_media: P
     try:
         assert listener.wait_for(lambda: listener.of_type("segment.start"), 90), daemon.log()[-3000:]
         server.stop()
-        time.sleep(5)
+        # an outage of a few reconnect attempts (write_config: backoff from 0.5 s, at most 2 s)
+        assert listener.wait_for(lambda: listener.of_type("stream.down"), 30), daemon.log()[-3000:]
+        time.sleep(2)
         server.start()
         assert listener.wait_for(lambda: listener.of_type("stream.down"), 30), daemon.log()[-3000:]
         assert listener.wait_for(lambda: len(listener.of_type("stream.up")) >= 2, 60), daemon.log()[-3000:]
@@ -326,9 +328,13 @@ def test_unreachable_source_is_retried_not_fatal(tmp_path, bundle_dir: Path):
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not (journal.exists() and "stream.down" in journal.read_text()):
             time.sleep(0.2)
+        # a few reconnect attempts later (write_config: backoff from 0.5 s), still one stream.down
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and metric(scrape(ep["metrics"]), "ad_detector_capture_reconnects_total",
+                                                     channel="gone") < 2:
+            time.sleep(0.2)
         downs = [json.loads(l) for l in journal.read_text().splitlines() if '"stream.down"' in l]
         assert len(downs) == 1 and downs[0]["channel"] == "gone", daemon.log()[-3000:]
-        time.sleep(3)
         snap = snapshot(ep["snapshot"])
         assert snap["channels"]["gone"]["stream_up"] is False
         text = scrape(ep["metrics"])
