@@ -17,6 +17,11 @@ networks and encoders break it, then heal it, without touching either end:
 
 Switching mode affects connections that are already open (except ``cut``, which closes
 them once). Only the standard library: it runs in the test process.
+
+It also notes when each video frame went over the wire: ``frames_on_wire`` holds
+(wall-clock time, RTP timestamp) of the first RTP packet of every new RTP timestamp it
+forwards (90 kHz for video), so a test can tell when a point of the programme was really
+on air, independently of the daemon's own clock.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ class FaultProxy:
         self.corrupt_probability = 0.2       # per RTP packet in corrupt mode
         self.bytes_corrupted = 0
         self.connections = 0                 # accepted so far
+        self.frames_on_wire: list[tuple[float, int]] = []   # (time.time(), RTP timestamp), server -> client
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
@@ -128,7 +134,7 @@ class FaultProxy:
                 if downstream and self.mode == "throttle":
                     budget -= len(data)
                 if framer is not None:
-                    data = framer.feed(data, self._corrupter if self.mode == "corrupt" else None)
+                    data = framer.feed(data, self._corrupter if self.mode == "corrupt" else None, self._on_rtp)
                 if data:
                     dst.sendall(data)
         except (OSError, ValueError):   # ValueError: `cut` closed the socket under select()
@@ -139,6 +145,14 @@ class FaultProxy:
                 self._open.discard(dst)
             _close(src)
             _close(dst)
+
+    def _on_rtp(self, packet: bytes | bytearray) -> None:
+        """An RTP packet about to be forwarded to the client: note its wall time per new timestamp."""
+        if len(packet) < 12:
+            return
+        ts = int.from_bytes(packet[4:8], "big")
+        if not self.frames_on_wire or self.frames_on_wire[-1][1] != ts:
+            self.frames_on_wire.append((time.time(), ts))
 
     def _corrupter(self, payload: bytearray) -> None:
         """Flip a few bytes of an RTP packet's payload (never the 12-byte RTP header)."""
@@ -157,7 +171,7 @@ class _RtpFramer:
     def __init__(self) -> None:
         self.buf = bytearray()
 
-    def feed(self, data: bytes, corrupt) -> bytes:
+    def feed(self, data: bytes, corrupt, observe=None) -> bytes:
         self.buf += data
         out = bytearray()
         while self.buf:
@@ -173,6 +187,8 @@ class _RtpFramer:
                     payload = frame[4:]
                     corrupt(payload)
                     frame[4:] = payload
+                if observe is not None and frame[1] % 2 == 0:
+                    observe(frame[4:])
                 out += frame
             else:                             # an RTSP message: headers, then Content-Length body
                 end = self.buf.find(b"\r\n\r\n")

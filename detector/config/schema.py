@@ -94,6 +94,8 @@ class CaptureConfig(_Model):
     stall_seconds: Seconds = 10.0
     reconnect_initial_seconds: Seconds = 1.0
     reconnect_max_seconds: Seconds = 30.0
+    # a fault episode ends after this long without recurrence (an outage: once frames have flowed this long)
+    fault_quiet_seconds: Seconds = 5.0
     ring_capacity: Annotated[int, Strict(), Field(ge=1, le=4096)] = 64
     rtsp_transport: Literal["tcp", "udp"] = "tcp"
 

@@ -64,6 +64,7 @@ class CaptureSettings:
     reconnect_initial: float = 1.0
     reconnect_max: float = 30.0
     rtsp_transport: str = "tcp"
+    fault_quiet: float = 5.0        # capture.fault_quiet_seconds: FaultEpisodes' quiet_seconds
 
     def source_options(self) -> SourceOptions:
         return SourceOptions(open_timeout=self.open_timeout, read_timeout=self.read_timeout, rtsp_transport=self.rtsp_transport)
@@ -109,7 +110,7 @@ class Capture:
         self.timeline = ChannelTimeline()
         self._rng = random.Random(hash(channel) & 0xFFFF)
         self.started_at = time.monotonic()
-        self.faults = FaultEpisodes(channel, observer.fault)
+        self.faults = FaultEpisodes(channel, observer.fault, quiet_seconds=settings.fault_quiet)
         self.source_size: tuple[int, int] | None = None   # (width, height) of the last decoded picture
         self.attempt_started: float | None = None         # monotonic start of a connection attempt not yet flowing
 

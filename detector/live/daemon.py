@@ -219,7 +219,8 @@ class Daemon:
         settings = CaptureSettings(source=c.source, kind=source_kind(c.source), realtime=c.realtime,
                                    open_timeout=k.open_timeout_seconds, read_timeout=k.read_timeout_seconds,
                                    stall_seconds=k.stall_seconds, reconnect_initial=k.reconnect_initial_seconds,
-                                   reconnect_max=k.reconnect_max_seconds, rtsp_transport=k.rtsp_transport)
+                                   reconnect_max=k.reconnect_max_seconds, rtsp_transport=k.rtsp_transport,
+                                   fault_quiet=k.fault_quiet_seconds)
         ch.capture = Capture(c.name, settings, ch.ring, self.bundle.analysis_fps, self.bundle.input_size,
                              ChannelMonitor(ch, self.metrics, self.events))
         cap = ch.capture

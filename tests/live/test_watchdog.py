@@ -3,12 +3,14 @@
 Correct code has no input that kills a thread, so the fault is injected from outside the
 daemon's code: the test writes a `sitecustomize.py` into a directory it puts first on the
 subprocess's PYTHONPATH, which Python imports at start-up; it wraps one function the
-thread runs so that it raises after N calls. Nothing in `detector/` knows about it.
+thread runs so that it raises after N calls once the daemon has decided its first segment.
+Nothing in `detector/` knows about it.
 
 The daemon runs as users run it (`python -m detector run -c CONFIG`, a file source paced
 in real time, real ZeroMQ, real metrics HTTP, a NOTIFY_SOCKET with WATCHDOG_USEC as systemd
 gives it), and the test checks what users see: exit code 1 soon after the fault, one log
-line naming the thread with the exception and its traceback, /healthz 503 while it dies,
+line naming the thread with the exception and its traceback, /healthz 503 naming the thread
+while it dies (at least one answer seen, unless the dead thread is the HTTP server itself),
 the systemd watchdog no longer fed, and every event decided before the end in the journal.
 The ThreadWatch logic itself is tested at the bottom, in-process.
 """
@@ -32,14 +34,17 @@ from livekit import REPO, Daemon, Listener, write_config
 
 EXIT_BOUND_SECONDS = 15.0
 DYING_SECONDS = 0.5     # from the fault to /healthz 503: the exception unwinding, one poll
+HOLD_HTTP_STOP_SECONDS = 0.3   # the metrics server's stop is held this long after a fault (see SITECUSTOMIZE)
 
 SITECUSTOMIZE = '''\
-"""Fault injection written by tests/test_watchdog.py; never part of the daemon."""
+"""Fault injection written by tests/live/test_watchdog.py; never part of the daemon."""
 import importlib
 import socket
 import time
 
 MODULE, ATTR, AFTER, AFTER_SECONDS, NOTIFY = {module!r}, {attr!r}, {after!r}, {after_seconds!r}, {notify!r}
+GATE_MODULE, GATE_ATTR = {gate_module!r}, {gate_attr!r}
+HOLD_HTTP_STOP = {hold_http_stop!r}
 
 
 def _marker(text):
@@ -47,31 +52,68 @@ def _marker(text):
         s.sendto(text.encode(), NOTIFY)
 
 
-def _install():
-    owner = importlib.import_module(MODULE)
-    *path, name = ATTR.split(".")
+def _resolve(module, attr):
+    owner = importlib.import_module(module)
+    *path, name = attr.split(".")
     for part in path:
         owner = getattr(owner, part)
+    return owner, name
+
+
+def _install():
+    # the gate: armed once the daemon has decided its first segment (it wraps the function
+    # that announces a decision and only records that it ran)
+    gate = []
+    if GATE_ATTR:
+        g_owner, g_name = _resolve(GATE_MODULE, GATE_ATTR)
+        g_original = getattr(g_owner, g_name)
+
+        def gated(*args, **kwargs):
+            result = g_original(*args, **kwargs)
+            gate[:] = gate or [time.monotonic()]
+            return result
+
+        setattr(g_owner, g_name, gated)
+    else:
+        gate.append(0.0)
+
+    owner, name = _resolve(MODULE, ATTR)
     original = getattr(owner, name)
     calls = [0]
-    first = []
     fired = []
 
     def faulty(*args, **kwargs):
-        calls[0] += 1
-        first[:] = first or [time.monotonic()]
-        if calls[0] >= AFTER and time.monotonic() - first[0] >= AFTER_SECONDS:
-            if not fired:
-                fired.append(1)
-                _marker("X_INJECTED=" + ATTR)
-            raise RuntimeError("injected fault in " + ATTR + " call " + str(calls[0]))
+        if gate:
+            calls[0] += 1
+            if calls[0] >= AFTER and time.monotonic() - gate[0] >= AFTER_SECONDS:
+                if not fired:
+                    fired.append(1)
+                    _marker("X_INJECTED=" + ATTR)
+                raise RuntimeError("injected fault in " + ATTR + " call " + str(calls[0]))
         return original(*args, **kwargs)
 
     setattr(owner, name, faulty)
 
+    if HOLD_HTTP_STOP:
+        # once the fault fired, the metrics server's stop waits a moment: the daemon's whole
+        # shutdown takes ~20 ms here, too short for a poller to be sure to see what /healthz
+        # answers while the daemon dies; holding it makes that window wide enough to check
+        server_cls = importlib.import_module("detector.live.server").MetricsServer
+        stop = server_cls.stop
+
+        def held_stop(self):
+            if fired:
+                time.sleep(HOLD_HTTP_STOP)
+            return stop(self)
+
+        server_cls.stop = held_stop
+
 
 _install()
 '''
+
+# what announces a decided segment: the faults wait for it (detector.live.inference_loop)
+GATE = ("detector.live.inference_loop", "InferenceLoop._transition")
 
 
 class NotifySocket:
@@ -144,13 +186,15 @@ def journal_events(path: str) -> list[dict]:
 
 
 def run_with_fault(tmp_path: Path, bundle_dir: Path, source: Path, module: str, attr: str, after: int,
-                   after_seconds: float = 0.0) -> dict:
+                   after_seconds: float = 0.0, gate: tuple[str, str] | None = GATE) -> dict:
     """Start the daemon with the fault armed, wait for it to exit, collect what everyone saw."""
     inject = tmp_path / "inject"
     inject.mkdir()
     notify = NotifySocket(tmp_path / "notify.sock")
+    gate_module, gate_attr = gate or ("", "")
     (inject / "sitecustomize.py").write_text(SITECUSTOMIZE.format(module=module, attr=attr, after=after, after_seconds=after_seconds,
-                                                                        notify=notify.path))
+                                                                  notify=notify.path, gate_module=gate_module, gate_attr=gate_attr,
+                                                                  hold_http_stop=HOLD_HTTP_STOP_SECONDS))
     cfg = tmp_path / "config.yaml"
     ep = write_config(cfg, bundle_dir, [{"name": "tv", "source": str(source), "realtime": True}])
     listener = Listener(ep["events"])
@@ -182,15 +226,18 @@ def broadcast(demo_set) -> Path:
     return demo_set.broadcast
 
 
-# what each fault wraps, after how many calls (or seconds after the first call) it starts
-# raising, about 15-20 s into the run (5 analysed frames/s, 1 heartbeat round/s) so the first
-# segment has been decided, and the watched thread it kills
+# what each fault wraps, and after how many of its calls (or seconds) once the daemon has
+# decided its first segment (GATE: about 8 s into the run, a window's worth of frames) it
+# starts raising, and the watched thread it kills. Waiting for the decision, not for a fixed
+# time, keeps "a segment was decided and journaled before the death" true on a slow machine
+# while not idling through seconds of stream on a fast one.
 FAULTS = {
-    "capture": ("detector.live.capture", "frame_stats", 100, 0.0, "capture-tv"),            # per sampled frame
-    "inference": ("detector.model.models", "Models.features", 90, 0.0, "inference"),      # per live backbone batch
-    "publisher": ("detector.events.outputs.zeromq", "Publisher._turn", 1, 18.0, "publisher"),  # one loop turn (a bad message no longer kills it)
-    # per serve_forever turn: every 0.2 s and after every request, so by time, not count
-    "metrics-http": ("socketserver", "BaseServer.service_actions", 1, 18.0, "metrics-http"),
+    "capture": ("detector.live.capture", "frame_stats", 3, 0.0, "capture-tv"),              # per sampled frame
+    "inference": ("detector.model.models", "Models.features", 2, 0.0, "inference"),        # per live backbone batch
+    # one loop turn: since a bad message costs only that message, only the loop itself can kill the thread
+    "publisher": ("detector.events.outputs.zeromq", "Publisher._turn", 1, 0.5, "publisher"),
+    # per serve_forever turn: every 0.2 s and after every request (the health poller's too), so by time, not count
+    "metrics-http": ("socketserver", "BaseServer.service_actions", 1, 0.5, "metrics-http"),
 }
 
 
@@ -225,9 +272,9 @@ def test_a_dead_thread_makes_the_daemon_exit_1(tmp_path, bundle_dir: Path, broad
     assert any(m.startswith(f"STATUS=thread {watched} died") for _, m in msgs), msgs
 
     # /healthz: 200 before; 503 naming the thread from the moment the thread is gone, never 200
-    # after that, for as long as the server still answers (the ~0.2 s the shutdown takes: a 20 ms
-    # poll usually sees several; the metrics server cannot answer at all once its own thread is
-    # gone). The marker is sent just before the raise, and the thread is only gone once its
+    # after that, for as long as the server still answers (the shutdown, its last step held
+    # HOLD_HTTP_STOP_SECONDS so a 20 ms poll sees it; the metrics server cannot answer at all
+    # once its own thread is gone). The marker is sent just before the raise, and the thread is only gone once its
     # exception has unwound (capture releases its source in a `finally`), so a request in those
     # few milliseconds may still see 200; DYING_SECONDS bounds that.
     inj = r["injected"]
@@ -240,9 +287,16 @@ def test_a_dead_thread_makes_the_daemon_exit_1(tmp_path, bundle_dir: Path, broad
     assert all(s == 503 for s, _ in after_fault), after_fault[:5]
     if fault == "metrics-http":
         assert all(s is None for asked, _, s, _ in r["health"] if asked > inj + 1.0), r["health"][-10:]
-    elif after_fault:
+    else:
+        # what a liveness probe relies on: while the daemon dies, /healthz says 503 and names the thread
+        # (not merely "never 200": a server that stopped answering at once would pass that)
+        answered_503 = [(answered, b) for asked, answered, s, b in r["health"]
+                        if asked > inj and s == 503 and answered <= r["exited"]]
+        assert answered_503, f"/healthz never answered 503 between the fault and the exit: {after_marker[:10]}"
         assert all(watched in b.get("dead_threads", {}) or watched in (b.get("failure") or "") for _, b in after_fault), \
             after_fault[:5]
+        assert all(watched in b.get("dead_threads", {}) or f"thread {watched} died" in (b.get("failure") or "")
+                   for _, b in answered_503), answered_503[:5]
 
     # no decided event lost: every decision the daemon logged is in the journal, and every
     # event a subscriber received is too

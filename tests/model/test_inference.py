@@ -200,12 +200,18 @@ def test_int8_requested_on_a_bundle_without_it_is_exit_2(bundle_dir, demo_set, t
 
 # --------------------------------------------------------------------------- int8: quantize and the guard
 
+# Calibration frames for the test's int8 file: the default is 240; 140 quantizes in ~2/3 of the
+# time and on the demo set gives the same guard figures (every window agrees with fp32 on both
+# engines, every evaluate figure equal; centred feature cosine 0.994 against 0.995).
+CALIBRATION_FRAMES = 140
+
+
 @pytest.fixture(scope="module")
 def int8_bundle(bundle_dir, demo_set, tmp_path_factory, cache_env) -> Path:
     out = copy_bundle(bundle_dir, tmp_path_factory.mktemp("int8") / "bundle")
     before = json.loads((out / "model.json").read_text())
     proc = run_cli("export-backbone", "-o", out, "--quantize", "int8", "--calibration", demo_set.data_dir, "--no-progress",
-                   env=cache_env)
+                   "--calibration-frames", CALIBRATION_FRAMES, env=cache_env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     after = json.loads((out / "model.json").read_text())
     # the trained model and the fp32 backbone are untouched; the int8 file is added beside them
