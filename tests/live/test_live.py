@@ -451,6 +451,18 @@ def test_daemon_restart_and_subscriber_kill_lose_no_event_then_a_full_journal_di
         assert printed == record[:len(printed)] and len(printed) >= len(record) - 1  # (one may have been published since)
         assert any(e["type"] == "segment.end" and e["is_ad"] and e["run_id"] in run_a for e in second.events()), \
             "the end of the break the first subscriber missed was not replayed"
+        # what placed each boundary (issue 13 item 13): a restart in the middle of a break starts with a
+        # `stream_start` segment, told apart from a real boundary; the stop ends the break with `stream_end`
+        for run, channel in {(e["run_id"], e["channel"]) for e in record}:
+            segs = [e for e in record if (e["run_id"], e["channel"]) == (run, channel) and e["type"].startswith("segment.")]
+            if not segs:
+                continue
+            starts = [e for e in segs if e["type"] == "segment.start"]
+            assert starts and starts[0]["boundary"] == "stream_start", starts[:2]
+            assert all(e["boundary"] in ("cut", "black", "model") for e in starts[1:]), starts
+            assert all("pts" in e for e in segs)
+        ends_a = [e for e in record if e["run_id"] in run_a and e["type"] == "segment.end"]
+        assert ends_a and ends_a[-1]["boundary"] == "stream_end" and ends_a[-1]["is_ad"], ends_a[-1:]
 
         # -- the journal's disk fills up
         listener = Listener(ep["events"])
