@@ -19,9 +19,9 @@ Switching mode affects connections that are already open (except ``cut``, which 
 them once). Only the standard library: it runs in the test process.
 
 It also notes when each video frame went over the wire: ``frames_on_wire`` holds
-(wall-clock time, RTP timestamp) of the first RTP packet of every new RTP timestamp it
-forwards (90 kHz for video), so a test can tell when a point of the programme was really
-on air, independently of the daemon's own clock.
+(wall-clock time, RTP timestamp, connection number) of the first RTP packet of every new RTP
+timestamp it forwards (90 kHz for video; each connection has its own random base), so a test
+can tell when a point of the programme was really on air, independently of the daemon's clock.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class FaultProxy:
         self.corrupt_probability = 0.2       # per RTP packet in corrupt mode
         self.bytes_corrupted = 0
         self.connections = 0                 # accepted so far
-        self.frames_on_wire: list[tuple[float, int]] = []   # (time.time(), RTP timestamp), server -> client
+        self.frames_on_wire: list[tuple[float, int, int]] = []   # (time.time(), RTP timestamp, connection), server -> client
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
@@ -105,11 +105,15 @@ class FaultProxy:
             with self._lock:
                 self._open.update((client, upstream))
             threading.Thread(target=self._pump, args=(client, upstream, False), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, True, self.connections), daemon=True).start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket, downstream: bool) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, downstream: bool, connection: int = 0) -> None:
         """Copy src -> dst applying the current mode; `downstream` is server -> client."""
         framer = _RtpFramer() if downstream else None
+
+        def on_rtp(packet: bytes | bytearray) -> None:
+            self._on_rtp(packet, connection)
+
         budget, last = 0.0, time.monotonic()
         try:
             while not self._stop.is_set():
@@ -134,7 +138,7 @@ class FaultProxy:
                 if downstream and self.mode == "throttle":
                     budget -= len(data)
                 if framer is not None:
-                    data = framer.feed(data, self._corrupter if self.mode == "corrupt" else None, self._on_rtp)
+                    data = framer.feed(data, self._corrupter if self.mode == "corrupt" else None, on_rtp)
                 if data:
                     dst.sendall(data)
         except (OSError, ValueError):   # ValueError: `cut` closed the socket under select()
@@ -146,13 +150,13 @@ class FaultProxy:
             _close(src)
             _close(dst)
 
-    def _on_rtp(self, packet: bytes | bytearray) -> None:
+    def _on_rtp(self, packet: bytes | bytearray, connection: int) -> None:
         """An RTP packet about to be forwarded to the client: note its wall time per new timestamp."""
         if len(packet) < 12:
             return
         ts = int.from_bytes(packet[4:8], "big")
-        if not self.frames_on_wire or self.frames_on_wire[-1][1] != ts:
-            self.frames_on_wire.append((time.time(), ts))
+        if not self.frames_on_wire or self.frames_on_wire[-1][1:] != (ts, connection):
+            self.frames_on_wire.append((time.time(), ts, connection))
 
     def _corrupter(self, payload: bytearray) -> None:
         """Flip a few bytes of an RTP packet's payload (never the 12-byte RTP header)."""

@@ -1,8 +1,8 @@
 """The live daemon with real parts: a GStreamer RTSP server serving a broadcast with known
 ad breaks, `ad-detector run` as a subprocess, real ZeroMQ subscribers, a real scrape.
 
-One daemon run (about a minute of live stream) is shared by several tests that each check
-one thing users see; the reconnect test runs its own daemon. The stream passes through the
+One daemon run (about a minute of live stream, then a server outage and a reconnect) is
+shared by several tests that each check one thing users see. The stream passes through the
 test's TCP proxy (tests/faultproxy.py, passing everything), which notes when each frame went
 over the wire: the true wall-clock time of a boundary, to hold the events' `time` to.
 """
@@ -48,16 +48,23 @@ def truth_boundaries() -> list[float]:
     return out
 
 
-def on_air_offset(frames_on_wire: list[tuple[float, int]]) -> float:
-    """Wall-clock time at which media time 0 was on the wire (RTP video timestamps, 90 kHz).
+def on_air_offset(frames_on_wire: list[tuple[float, int, int]]) -> float:
+    """Wall-clock time at which media time 0 of the first connection was on the wire (RTP video
+    timestamps, 90 kHz).
 
     The median over every frame of (wall - media time): the server paces frames in real
     time, so this is the steady offset, whatever burst the first second came in.
     """
     assert frames_on_wire, "the proxy saw no RTP packet"
-    ts0 = frames_on_wire[0][1]
-    offsets = sorted(wall - ((ts - ts0) % 2**32) / 90000.0 for wall, ts in frames_on_wire)
+    _, ts0, first = frames_on_wire[0]
+    offsets = sorted(wall - ((ts - ts0) % 2**32) / 90000.0 for wall, ts, conn in frames_on_wire if conn == first)
     return offsets[len(offsets) // 2]
+
+
+def first_play(scenario: dict) -> list[dict]:
+    """The events of the broadcast's one play, up to the server outage at its end."""
+    cut = scenario["outage_seq"] or float("inf")
+    return [e for _, _, e in scenario["events"] if e["seq"] < cut]
 
 
 def truth_breaks() -> list[tuple[float, float]]:
@@ -93,7 +100,8 @@ def live_media(session_dir: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def scenario(tmp_path_factory, bundle_dir: Path, live_media: Path) -> dict:
-    """Run the daemon over the whole live broadcast, doing what operators and subscribers do."""
+    """Run the daemon over the live broadcast, doing what operators and subscribers do, then take the
+    RTSP server away for 2 s and bring it back."""
     from conftest import copy_bundle
 
     work = tmp_path_factory.mktemp("live")
@@ -136,10 +144,22 @@ def scenario(tmp_path_factory, bundle_dir: Path, live_media: Path) -> dict:
         obs["scrape_2"] = scrape(ep["metrics"])
         with urllib.request.urlopen(ep["metrics"] + "/healthz", timeout=5) as r:
             obs["healthz"] = (r.status, json.loads(r.read()))
-        # until the stream ends (the file plays once; the server then closes it)
+        # once the last break's end is announced, a server outage: the RTSP server goes away for 2 s and
+        # comes back on the same port (with the broadcast from its start); the daemon reconnects
         total = sum(s for _, s, _ in PLAN)
-        listener.wait_for(lambda: any(e.get("reason") in ("end_of_stream", "read_failed", "stall") for e in listener.of_type("stream.down")),
+        listener.wait_for(lambda: len([e for e in listener.of_type("segment.end") if e["is_ad"]]) >= len(truth_breaks()),
                           total - (time.monotonic() - t0) + 30)
+        ups = len(listener.of_type("stream.up"))
+        server.stop()
+        obs["outage_down"] = listener.wait_for(lambda: listener.of_type("stream.down"), 30)
+        obs["outage_seq"] = listener.of_type("stream.down")[0]["seq"] if obs["outage_down"] else None
+        time.sleep(2)     # a few reconnect attempts (write_config: backoff from 0.5 s, at most 2 s)
+        server.start()
+        obs["outage_up"] = listener.wait_for(lambda: len(listener.of_type("stream.up")) > ups, 60)
+        up_seq = listener.of_type("stream.up")[-1]["seq"]
+        # detection resumes: heartbeats after the reconnect show frames analysed again and a known state
+        obs["outage_resumed"] = listener.wait_for(
+            lambda: any(e["seq"] > up_seq and e["fps_analyzed"] > 0 and e["p_ad"] is not None for e in listener.of_type("heartbeat")), 40)
         obs["scrape_3"] = scrape(ep["metrics"])
         obs["alive_before_term"] = daemon.proc.poll() is None
         t_term = time.monotonic()
@@ -160,8 +180,8 @@ def scenario(tmp_path_factory, bundle_dir: Path, live_media: Path) -> dict:
 
 
 def test_every_ad_break_announced_in_order_near_the_truth(scenario):
-    events = [e for _, _, e in scenario["events"]]
-    seqs = [e["seq"] for e in events]
+    seqs = [e["seq"] for _, _, e in scenario["events"]]
+    events = first_play(scenario)
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), "seq must be strictly increasing"
     starts = [e for e in events if e["type"] == "segment.start"]
     ad_starts = [float(e["stream_time"]) for e in starts if e["is_ad"]]
@@ -197,7 +217,7 @@ def test_boundary_time_is_the_boundary_not_the_decision(scenario):
 
     air = on_air_offset(scenario["frames_on_wire"])
     truth = [0.0, *truth_boundaries()]
-    starts = [e for _, _, e in scenario["events"] if e["type"] == "segment.start"]
+    starts = [e for e in first_play(scenario) if e["type"] == "segment.start"]
     rows = []
     for e in starts:
         b = min(truth, key=lambda t: abs(t - float(e["stream_time"])))
@@ -278,36 +298,19 @@ def test_sigterm_exits_0_quickly_with_journal_complete(scenario):
     assert last["type"] in ("stream.down", "segment.end")
 
 
-def test_reconnect_after_server_outage(tmp_path, bundle_dir: Path, live_media: Path):
-    server = RtspServer(live_media)
-    server.start()
-    cfg = tmp_path / "config.yaml"
-    ep = write_config(cfg, bundle_dir, [{"name": "live", "source": server.url}])
-    listener = Listener(ep["events"])
-    daemon = Daemon(cfg)
-    try:
-        assert listener.wait_for(lambda: listener.of_type("segment.start"), 90), daemon.log()[-3000:]
-        server.stop()
-        # an outage of a few reconnect attempts (write_config: backoff from 0.5 s, at most 2 s)
-        assert listener.wait_for(lambda: listener.of_type("stream.down"), 30), daemon.log()[-3000:]
-        time.sleep(2)
-        server.start()
-        assert listener.wait_for(lambda: listener.of_type("stream.down"), 30), daemon.log()[-3000:]
-        assert listener.wait_for(lambda: len(listener.of_type("stream.up")) >= 2, 60), daemon.log()[-3000:]
-        up_seq = listener.of_type("stream.up")[-1]["seq"]
-        # detection resumes: heartbeats after the reconnect show frames analysed again and a known state
-        assert listener.wait_for(lambda: any(e["seq"] > up_seq and e["fps_analyzed"] > 0 and e["p_ad"] is not None
-                                             for e in listener.of_type("heartbeat")), 40), daemon.log()[-3000:]
-        text = scrape(ep["metrics"])
-        assert metric(text, "ad_detector_capture_reconnects_total", channel="live") >= 1
-        assert metric(text, "ad_detector_stream_up", channel="live") == 1
-        assert daemon.proc.poll() is None
-        down = listener.of_type("stream.down")[0]
-        assert down["seq"] < up_seq
-    finally:
-        assert daemon.stop() == 0
-        listener.close()
-        server.stop()
+def test_reconnect_after_server_outage(scenario):
+    """The RTSP server went away for 2 s at the end of the broadcast and came back (see `scenario`)."""
+    log = scenario["log"][-3000:]
+    assert scenario["outage_down"] and scenario["outage_up"], log
+    assert scenario["outage_resumed"], log
+    text = scenario["scrape_3"]
+    assert metric(text, "ad_detector_capture_reconnects_total", channel="live") >= 1
+    assert metric(text, "ad_detector_stream_up", channel="live") == 1
+    assert scenario["alive_before_term"]
+    events = [e for _, _, e in scenario["events"]]
+    down = next(e for e in events if e["type"] == "stream.down")
+    up = [e for e in events if e["type"] == "stream.up"][-1]
+    assert down["seq"] == scenario["outage_seq"] < up["seq"]
 
 
 def test_unreachable_source_is_retried_not_fatal(tmp_path, bundle_dir: Path):

@@ -68,17 +68,20 @@ def reloads(tmp_path_factory, bundle_dir: Path, demo_set) -> dict:
         manifest_path.write_text(json.dumps(dict(manifest, analysis_fps=manifest["analysis_fps"] * 2)))
         daemon.signal(signal.SIGHUP)
         obs["refused"] = daemon.wait_log("reload refused", 60)
+        t_refused = time.monotonic()
         obs["log_refused"] = daemon.log()
-        # still detecting on the old bundle: frames keep being analysed
-        def beats() -> list[dict]:
-            return [e for _, _, e in listener.events if e["type"] == "heartbeat"]
+        # still detecting on the old bundle: a heartbeat covering a round after the refusal shows frames analysed
 
-        before = obs["beat_before"] = (beats() or [None])[-1]
+        def beats(after: float = 0.0) -> list[tuple[float, dict]]:
+            return [(t, e) for t, _, e in listener.events if e["type"] == "heartbeat" and t > after]
+
         def moving() -> list[dict]:
-            return [e for e in beats() if before is not None and e["seq"] > before["seq"] and e["fps_analyzed"] > 0]
+            return [e for _, e in beats(t_refused + 1.0) if e["fps_analyzed"] > 0]
 
+        earlier = [e for t, e in beats() if t <= t_refused]
+        obs["beat_before"] = earlier[-1] if earlier else None
         listener.wait_for(moving, 10)
-        obs["beat_after"] = (moving() or beats())[-1]
+        obs["beat_after"] = (moving() or [e for _, e in beats(t_refused)] or [None])[0]
         obs["alive_after_refusal"] = daemon.proc.poll() is None
         # -- the good bundle again, and its load takes SLOW_SECONDS
         manifest_path.write_text(good)
@@ -88,6 +91,8 @@ def reloads(tmp_path_factory, bundle_dir: Path, demo_set) -> dict:
         obs["accepted"] = daemon.wait_log("reload accepted", 60)
         obs["t_done"] = time.monotonic()
         obs["events_during"] = [(t, e) for t, _, e in listener.events[n_before:] if obs["t_hup"] < t < obs["t_done"]]
+        # the inference thread takes the new model at its next turn, just after "reload accepted"
+        obs["swapped"] = daemon.wait_log("model swapped in", 10)
         obs["alive_after_reload"] = daemon.proc.poll() is None
     finally:
         obs["exit_code"] = daemon.stop()
@@ -110,7 +115,7 @@ def test_a_slow_reload_keeps_the_watchdog_fed_and_the_events_flowing(reloads):
     heartbeats = [e for _, e in reloads["events_during"] if e["type"] == "heartbeat"]
     assert heartbeats, "no heartbeat during the reload"
     assert reloads["alive_after_reload"]
-    assert "model swapped in" in log
+    assert reloads["swapped"] and "model swapped in" in log, log[-3000:]
     assert reloads["exit_code"] == 0, log[-3000:]
 
 
@@ -121,5 +126,6 @@ def test_a_bundle_with_another_analysis_rate_is_refused_and_the_old_one_kept(rel
     assert "analysis_fps" in line and "differs from the running" in line, line
     assert "model swapped in" not in log
     before, after = reloads["beat_before"], reloads["beat_after"]
-    assert before is not None and after["seq"] > before["seq"] and after["fps_analyzed"] > 0, (before, after)
+    assert after is not None and after["fps_analyzed"] > 0, (before, after)
+    assert before is None or after["seq"] > before["seq"], (before, after)
     assert reloads["alive_after_refusal"]
