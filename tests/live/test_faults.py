@@ -102,16 +102,19 @@ def faulty(tmp_path_factory, bundle_dir: Path, fault_media: dict[str, Path]) -> 
     def analysed() -> float:
         return metric(scrape(ep["metrics"]), "ad_detector_frames_analyzed_total", channel="net")
 
-    def open_outages() -> set[str]:
-        """The net channel's open outage episodes, as /healthz lists them."""
-        from detector.live.faults import OUTAGE_KINDS
-
+    def open_faults() -> set[str]:
+        """The net channel's open fault episodes, as /healthz lists them."""
         try:
             with urllib.request.urlopen(ep["metrics"] + "/healthz", timeout=5) as r:
                 body = json.loads(r.read())
         except urllib.error.HTTPError as exc:
             body = json.loads(exc.read())
-        return set(body["channels"]["net"].get("faults", [])) & OUTAGE_KINDS
+        return set(body["channels"]["net"].get("faults", []))
+
+    def open_outages() -> set[str]:
+        from detector.live.faults import OUTAGE_KINDS
+
+        return open_faults() & OUTAGE_KINDS
 
     def step(name: str, mode: str, hold: float, kind: str, **kw) -> None:
         """Inject `mode` until fault `kind` is counted (at most `hold` s), restore, wait for recovery."""
@@ -150,6 +153,10 @@ def faulty(tmp_path_factory, bundle_dir: Path, fault_media: dict[str, Path]) -> 
         step("stall", "stall", 20, "stall")
         step("cut", "cut", 15, "read_error")
         step("corrupt", "corrupt", 20, "read_error")
+        # the stall above starved the rate check too (a rate_low episode, 12 s quiet): the throttle's must be new
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and "rate_low" in open_faults():
+            time.sleep(0.25)
         # hold the throttle past detection: the episode must stay one episode while it lasts
         t0 = time.monotonic()
         step("throttle", "throttle", 25, "rate_low", rate=8000.0)
