@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from detector.model.bundle import load_bundle, read_manifest, sha256_file
 from detector.errors import UsageError
-from detector.model.inference import Models
+from detector.model.models import Models
 from detector.analysis.window import min_frames_for
 from ad_detector_export.common import now_rfc3339, prepare_out_dir, quiet_tensorflow, tool_versions, write_manifest
 from ad_detector_train import windows as W

@@ -88,8 +88,7 @@ def test_explicit_requests_that_fit_are_kept():
     assert plan.engine == "openvino" and any("GPU provider is available" in n for n in plan.notes)
 
 
-def test_every_engine_name_has_one_backend_and_the_old_names_still_import():
-    from detector.model import inference
+def test_every_engine_name_has_one_backend():
     from detector.model.backends import BACKENDS, BackboneRunner, backend
     from detector.model.plan import ENGINES
 
@@ -97,8 +96,6 @@ def test_every_engine_name_has_one_backend_and_the_old_names_still_import():
     assert all(issubclass(cls, BackboneRunner) and cls.engine == name for name, cls in BACKENDS.items())
     with pytest.raises(UsageError, match="no backend runs 'triton'"):
         backend("triton")
-    assert all(hasattr(inference, name) for name in inference.__all__)
-    assert inference.Models is Models and inference.plan_backbone is plan_backbone
 
 
 def test_a_backend_needs_only_open_and_a_batched_call():

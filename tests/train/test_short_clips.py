@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 
 from conftest import assert_usage_error, run_cli
 from detector.model.bundle import load_bundle

@@ -135,10 +135,10 @@ NO_TF_SCRIPT = r"""
 import sys
 from pathlib import Path
 import numpy as np
-import detector, detector.cli, detector.offline.analyse, detector.analysis.engine, detector.model.inference, detector.model.bundle, detector.sources.video
+import detector, detector.cli, detector.offline.analyse, detector.analysis.engine, detector.model.models, detector.model.bundle, detector.sources.video
 import detector.model.features, detector.offline.formats, detector.offline.scoring, detector.analysis.segments, detector.demo.data, detector.demo.command
 from detector.model.bundle import load_bundle
-from detector.model.inference import Models
+from detector.model.models import Models
 from detector.offline.analyse import analyse
 from detector.offline.formats import write_outputs
 
@@ -280,7 +280,7 @@ def test_every_clip_shorter_than_a_window(backbone_dir: Path, tmp_path: Path, ca
 
 
 def test_truncated_video_is_used_up_to_where_it_decodes(backbone_dir: Path, demo_set, tmp_path: Path, caplog) -> None:
-    from detector.model.inference import Models
+    from detector.model.models import Models
     from detector.sources.video import DecodeReport, sample_video
     from ad_detector_train.dataset import Dataset, Item
     from ad_detector_train.trainer import TrainOptions, extract_all
