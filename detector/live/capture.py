@@ -45,7 +45,7 @@ from detector.analysis.sampler import Sampler
 from detector.live.faults import FaultEpisodes, RateMonitor
 from detector.live.ring import FrameMeta, Ring
 from detector.live.timeline import ChannelTimeline
-from detector.sources import Source, SourceOptions, open_source, redact
+from detector.sources import Source, SourceOptions, open_source, redact, source_class
 from detector.sources.video import RESIZE_INTERPOLATION
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,6 @@ DEFAULT_FPS = 25.0     # when a source does not announce its rate (for pacing an
 @dataclass(frozen=True)
 class CaptureSettings:
     source: str
-    kind: str                       # rtsp | rtmp | udp | srt | http | file | device
     realtime: bool = False
     open_timeout: float = 10.0
     read_timeout: float = 5.0
@@ -100,6 +99,7 @@ class Capture:
         self.analysis_fps = analysis_fps
         self.input_size = input_size
         self.observer = observer
+        self._live = source_class(settings.source).live    # a live stream does not end by itself; a file does
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -191,7 +191,7 @@ class Capture:
             if not self._current(me):
                 break
             self.attempt_started = None      # backing off is not hanging
-            if flowed and reason in ("end_of_stream", "read_failed") and self.settings.kind != "file":
+            if flowed and reason in ("end_of_stream", "read_failed") and self._live:
                 self.faults.occur("read_error", reason=reason)   # a live stream does not end by itself
             self._set_down(reason)
             if flowed:   # a connection that delivered frames starts the backoff over

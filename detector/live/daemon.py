@@ -32,7 +32,7 @@ import cv2
 
 from detector.analysis.boundary import STREAM_END
 from detector.analysis.engine import ChannelEngine
-from detector.config import ChannelConfig, Config, DecisionConfig, load_config, source_kind, state_dir_from
+from detector.config import ChannelConfig, Config, DecisionConfig, load_config, state_dir_from
 from detector.errors import RuntimeFailure, UsageError
 from detector.events.curve import exposure_warnings
 from detector.events.outputs import Output, build_outputs
@@ -216,7 +216,7 @@ class Daemon:
         assert self.bundle is not None
         ch = self.channels[c.name]
         k = self.cfg.capture
-        settings = CaptureSettings(source=c.source, kind=source_kind(c.source), realtime=c.realtime,
+        settings = CaptureSettings(source=c.source, realtime=c.realtime,
                                    open_timeout=k.open_timeout_seconds, read_timeout=k.read_timeout_seconds,
                                    stall_seconds=k.stall_seconds, reconnect_initial=k.reconnect_initial_seconds,
                                    reconnect_max=k.reconnect_max_seconds, rtsp_transport=k.rtsp_transport,

@@ -1,6 +1,7 @@
 """A V4L2 capture card (`/dev/videoN`): raw frames, no timestamps worth using.
 
-Its frames carry no stream clock, so arrival time is the timeline (`clock = "arrival"`).
+Its frames carry no stream clock, so arrival time is the timeline (`clock = "arrival"`: the
+capture thread does not ask for a position).
 """
 
 from __future__ import annotations
@@ -25,6 +26,3 @@ class DeviceSource(OpenCvSource):
     def _capture(self) -> cv2.VideoCapture:
         m = _DEVICE_RE.match(self.url)
         return cv2.VideoCapture(int(m.group(1)) if m else self.url, cv2.CAP_V4L2)
-
-    def position(self) -> float | None:
-        return None
