@@ -15,6 +15,7 @@ Two things differ between the two uses and are constructor options:
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -94,6 +95,7 @@ class ChannelEngine:
         self._p_sum = 0.0
         self._p_n = 0
         self.stream_start: float | None = None
+        self.audio_steps: deque[np.ndarray | None] = deque(maxlen=self.t)
 
     # -- pieces the live daemon also uses
     def ad_probability(self, windows: np.ndarray) -> np.ndarray:
@@ -105,6 +107,7 @@ class ChannelEngine:
         self.history.reset()
         self.decider.reset()
         self.stream_start = None
+        self.audio_steps.clear()
 
     def update_decision(self, settings: DecisionSettings) -> None:
         self.decider.update_settings(settings)
@@ -132,10 +135,15 @@ class ChannelEngine:
     def current(self) -> tuple[float, bool, str] | None:
         return self._open
 
-    def push(self, t: float, feature: np.ndarray, stats: FrameStats) -> tuple[WindowResult | None, Transition | None]:
-        """Feed one analysed frame; returns the window's result when one was due, and any transition."""
+    def push(self, t: float, feature: np.ndarray, stats: FrameStats,
+             audio: np.ndarray | None = None) -> tuple[WindowResult | None, Transition | None]:
+        """Feed one analysed frame (and the audio since the previous one: mono float32 at
+        16 kHz, None when the source has none); returns the window's result when one was
+        due, and any transition. The audio of the window's steps is kept beside the window
+        (`audio_steps`) for the audio features of the sequence model's input."""
         if self.stream_start is None:
             self.stream_start = t
+        self.audio_steps.append(audio)
         self.history.push(t, stats, feature)
         if not self.window.push(feature, t):
             return None, None

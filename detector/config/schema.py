@@ -98,6 +98,16 @@ class CaptureConfig(_Model):
     fault_quiet_seconds: Seconds = 5.0
     ring_capacity: Annotated[int, Strict(), Field(ge=1, le=4096)] = 64
     rtsp_transport: Literal["tcp", "udp"] = "tcp"
+    # live HLS waits a whole segment (6-10 s) for the next: its reads may take this long
+    hls_read_timeout_seconds: Seconds = 30.0
+    # libav's UDP receive FIFO in 188-byte TS packets (100000 = 18.8 MB, about 15 s of a 10 Mbit/s feed)
+    udp_fifo_packets: Annotated[int, Strict(), Field(ge=1000, le=10_000_000)] = 100_000
+    # decoder threads per channel (0: libav chooses, one per core; 1 keeps many channels from oversubscribing)
+    decode_threads: Annotated[int, Strict(), Field(ge=0, le=64)] = 1
+    # skip decoding non-reference frames when the source runs at 3x the analysis rate or more
+    skip_nonref_frames: StrictBool = True
+    # seconds of decoded audio (mono 16 kHz) kept per channel for the analysis to read
+    audio_buffer_seconds: Annotated[float, Strict(), Field(ge=5, le=600)] = 60.0
 
     @field_validator("reconnect_max_seconds")
     @classmethod

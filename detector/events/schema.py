@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from detector.analysis.boundary import BOUNDARY_KINDS
+from detector.analysis.clock import PTS_MODULUS as _PTS_MODULUS
 
 SCHEMA = 1
 #: Every event type of CONTRACT.md "Events", in one place for publishers, subscribers and tests.
@@ -34,8 +35,8 @@ SEGMENT_TYPES = ("segment.start", "segment.end")
 #: frame, a silence, the model's own estimate when no cue was near, or (`segment.end` only) the
 #: stream or the daemon stopping. Defined where the boundaries are placed.
 BOUNDARIES = BOUNDARY_KINDS
-#: MPEG-TS presentation timestamps count 90 kHz modulo 2^33.
-PTS_MODULUS = 2 ** 33
+#: MPEG-TS presentation timestamps count 90 kHz modulo 2^33 (defined with the clock arithmetic).
+PTS_MODULUS = _PTS_MODULUS
 
 #: Keys every payload carries; `make_event` sets them, extra fields may not override them.
 ENVELOPE = ("schema", "type", "channel", "seq", "run_id", "emitted")

@@ -1,8 +1,10 @@
 """The capture thread of one channel: decode the source, keep the sampled frames, never stall.
 
-The source (detector.sources: one module per input kind) is opened with its timeouts; every
-frame is `grab()`bed (the decoder needs it and it keeps time), only the frames the analysis
-rate keeps are `retrieve()`d and resized, straight into the ring.
+The source (detector.sources: one module per input kind, libav through PyAV) is opened with
+its timeouts; every frame is `grab()`bed (the decoder needs it and it keeps time), only the
+frames the analysis rate keeps are `retrieve()`d, converted and scaled to the model's input
+in one libav call, into the ring with their source PTS. Audio decoded on the way goes to the
+channel's `AudioBuffer` at its place on the timeline; SCTE-35 sections become upstream cues.
 
 Reconnects: on end of stream, error or a stall, the capture is closed, `stream.down` is
 reported, and it retries with exponential backoff and jitter up to a cap; `stream.up`
@@ -12,9 +14,11 @@ stream made `read()` block past its timeout and then hand out a few buffered fra
 timeout, which keeps a naive "no frame for N s" check happy forever. A capture stuck in
 a call is abandoned (its thread exits when the call returns) and a fresh one started.
 
-The channel timeline (`media_time`, detector.live.timeline) is continuous across
-connections and timestamp resets; a connection change or a timestamp reset/jump bumps
-`generation` so the engine starts a fresh window (never a window that spans a gap).
+The channel timeline (`media_time`, detector.analysis.timeline) is continuous across
+connections, PTS wraps and timestamp resets, and follows the source's own clock where it
+carries on; a connection change or a timestamp reset/jump bumps `generation` so the engine
+starts a fresh window (never a window that spans a gap). Frames a reconnect delivers again
+(same PTS) are skipped.
 
 What the capture learns goes to one `CaptureObserver` (stream up/down, frames, drops,
 reconnects, faults): the orchestrator's per-channel object turns it into metrics and events.
@@ -37,16 +41,15 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
-import cv2
-import numpy as np
-
+from detector.analysis.audio import AudioBuffer
+from detector.analysis.clock import PTS_HZ, signed_delta
 from detector.analysis.framestats import frame_stats
 from detector.analysis.sampler import Sampler
+from detector.analysis.timeline import ChannelTimeline, ConnectionTimeline
 from detector.live.faults import FaultEpisodes, RateMonitor
 from detector.live.ring import FrameMeta, Ring
-from detector.live.timeline import ChannelTimeline
 from detector.sources import Source, SourceOptions, open_source, redact, source_class
-from detector.sources.video import RESIZE_INTERPOLATION
+from detector.sources.cues import UpstreamCue, parse_cue
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +67,15 @@ class CaptureSettings:
     reconnect_max: float = 30.0
     rtsp_transport: str = "tcp"
     fault_quiet: float = 5.0        # capture.fault_quiet_seconds: FaultEpisodes' quiet_seconds
+    hls_read_timeout: float = 30.0
+    udp_fifo_packets: int = 100_000
+    decode_threads: int = 1
+    skip_nonref: bool = True
 
-    def source_options(self) -> SourceOptions:
-        return SourceOptions(open_timeout=self.open_timeout, read_timeout=self.read_timeout, rtsp_transport=self.rtsp_transport)
+    def source_options(self, analysis_fps: float = 0.0) -> SourceOptions:
+        return SourceOptions(open_timeout=self.open_timeout, read_timeout=self.read_timeout, rtsp_transport=self.rtsp_transport,
+                             hls_read_timeout=self.hls_read_timeout, udp_fifo_packets=self.udp_fifo_packets,
+                             decode_threads=self.decode_threads, analysis_fps=analysis_fps, skip_nonref=self.skip_nonref)
 
 
 class CaptureObserver(Protocol):
@@ -78,6 +87,10 @@ class CaptureObserver(Protocol):
     def frame_dropped(self, reason: str) -> None: ...
     def reconnecting(self) -> None: ...
     def fault(self, kind: str) -> None: ...
+    def decode_errors(self, count: int) -> None: ...
+    def audio_present(self, present: bool) -> None: ...
+    def pts_wrapped(self) -> None: ...
+    def upstream_cue(self, cue: UpstreamCue, stream_time: float | None) -> None: ...
 
 
 def backoff_delays(initial: float, cap: float, rng: random.Random):
@@ -92,8 +105,9 @@ class Capture:
     """Owns the capture thread(s) of one channel; what it learns goes to `observer`."""
 
     def __init__(self, channel: str, settings: CaptureSettings, ring: Ring, analysis_fps: float, input_size: tuple[int, int],
-                 observer: CaptureObserver):
+                 observer: CaptureObserver, audio: AudioBuffer | None = None):
         self.channel = channel
+        self.audio = audio
         self.settings = settings
         self.ring = ring
         self.analysis_fps = analysis_fps
@@ -205,14 +219,14 @@ class Capture:
         """One connection: returns why it ended and whether frames flowed."""
         s = self.settings
         t_open = self.attempt_started = time.monotonic()
-        source = open_source(s.source, s.source_options())
+        source = open_source(s.source, s.source_options(self.analysis_fps))
         try:
             if not source.open():
                 took = time.monotonic() - t_open
                 # a refusal is quick; a source that accepted and then said nothing used up the timeout
                 kind = "silent" if took >= 0.8 * s.open_timeout else "unreachable"
                 if self._current(me):
-                    self.faults.occur(kind, source=redact(s.source), open_seconds=round(took, 1))
+                    self.faults.occur(kind, source=redact(s.source), open_seconds=round(took, 1), error=source.open_error or "-")
                 log.debug("capture cannot open source channel=%s source=%s", self.channel, redact(s.source))
                 return "open_failed", False
             return self._read(me, source, t_open)
@@ -224,27 +238,46 @@ class Capture:
         s = self.settings
         fps = source.fps or DEFAULT_FPS
         # a file read at full speed is meant to be fast; everything else should arrive at its rate
-        rate = RateMonitor(fps) if (source.live or s.realtime) else None
+        rate = RateMonitor(fps) if (source.live or s.realtime) and not source.bursty else None
+        pace = s.realtime or source.bursty        # HLS delivers a segment at once: play it out at its rate
         sampler = Sampler(self.analysis_fps)
         clock = self.timeline.connection(fps)
         index = -1
         pace_start: tuple[float, float] | None = None
         up_since: float | None = None
         flowed = False
+        errors_seen = 0
+        wraps_seen = 0
+        skip_check: tuple[float, int] | None = None     # (first t_conn, frames) while non-reference frames are skipped
         h, w = self.input_size
-        resized = np.empty((h, w, 3), np.uint8)
+        self.observer.audio_present(bool(source.has_audio))
+        if not source.has_audio:
+            log.info("source has no audio channel=%s kind=%s", self.channel, source.kind)
         while self._current(me):
             t_grab = time.monotonic()
-            if not source.grab():
+            ok = source.grab()
+            errors_seen = self._drain(source, clock, errors_seen)
+            if not ok:
                 return self._read_ended(me, source, flowed, t_open, t_grab), flowed
             if not self._current(me):
                 return "abandoned", flowed
             index += 1
             now_wall, now_mono = time.time(), time.monotonic()
             position = source.position() if source.clock == "stream" else None
+            pts = source.pts() if source.clock == "stream" else None
             if position is None:
                 position = now_mono - self.started_at    # capture cards: arrival time is the timeline
-            placed = clock.place(position, now_wall)
+            wraps = source.pts_wraps
+            if wraps != wraps_seen:
+                wraps_seen = wraps
+                log.info("source PTS wrapped past 2^33, timeline continues channel=%s stream_time=%.3f", self.channel,
+                         self.timeline.end)
+                self.observer.pts_wrapped()
+            placed = clock.place(position, now_wall, pts)
+            if placed.replayed:
+                self.observer.frame_dropped("replayed")   # a reconnect resent what was analysed already
+                self.last_progress = now_mono if not flowed else self.last_progress
+                continue
             if placed.jump:
                 # encoder restart / PTS reset (or a leap): a fresh window starts, pacing restarts
                 self.faults.occur(placed.jump, from_s=placed.jumped_from, to_s=placed.jumped_to)
@@ -265,6 +298,7 @@ class Capture:
                 self.observer.stream_up(self.generation)
                 pace_start = (now_mono, placed.t_conn)
             self.observer.frame_captured(now_wall)
+            self._check_size(source.frame_size)
             if rate is not None:
                 off = rate.frame(now_mono)
                 if off is not None:
@@ -273,23 +307,64 @@ class Capture:
                 self.faults.recovered(at=up_since)     # flowed long enough: the outage is over
                 up_since = None
             self.faults.tick()
-            if s.realtime and pace_start is not None:
+            if source.skipping_nonref:
+                skip_check = self._check_skipping(source, placed.t_conn, skip_check)
+            if pace and pace_start is not None:
                 ahead = (placed.t_conn - pace_start[1]) - (time.monotonic() - pace_start[0])
                 if ahead > 0 and self._stop.wait(ahead):
                     return "stopped", flowed
             if not sampler.keep(placed.t_conn):
                 continue
-            frame = source.retrieve()
-            if frame is None:
+            image = source.retrieve((h, w))
+            if image is None:
                 self.observer.frame_dropped("decode_error")
                 self.faults.occur("decode_error", frame=index)
                 continue
-            self._check_size(frame)
-            cv2.resize(frame, (w, h), dst=resized, interpolation=RESIZE_INTERPOLATION)
-            meta = FrameMeta(index, placed.t, now_wall, now_mono, frame_stats(resized), self.generation)
-            if self.ring.push(resized, meta):
+            meta = FrameMeta(index, placed.t, now_wall, now_mono, frame_stats(image), self.generation, pts)
+            if self.ring.push(image, meta):
                 self.observer.frame_dropped("ring_overflow")
         return "stopped", flowed
+
+    def _drain(self, source: Source, clock: ConnectionTimeline, errors_seen: int) -> int:
+        """What the source demuxed besides the frame: faults, audio, cues. Returns its error count."""
+        for kind, info in source.take_faults():
+            self.faults.occur(kind, **info)
+        if source.decode_errors != errors_seen:
+            self.observer.decode_errors(source.decode_errors - errors_seen)
+        for chunk in source.take_audio():
+            t = clock.to_channel(chunk.source_seconds)
+            if t is not None and self.audio is not None:
+                self.audio.write(t, chunk.samples)
+        for packet in source.take_data():
+            cue = parse_cue(packet.payload, packet.pts)
+            if cue is None:
+                self.faults.occur("bad_cue", size=len(packet.payload))
+                continue
+            splice = None
+            if cue.pts is not None and source.clock == "stream":
+                splice = self._stream_time_of(cue.pts)
+            self.observer.upstream_cue(cue, splice)
+        return source.decode_errors
+
+    def _stream_time_of(self, pts: int) -> float | None:
+        """Where a PTS (a cue's splice time) lies on the channel timeline, from the newest frame."""
+        last = self.timeline.last_pts
+        if last is None:
+            return None
+        return round(self.timeline.end + signed_delta(pts, last) / PTS_HZ, 3)
+
+    def _check_skipping(self, source: Source, t_conn: float, check: tuple[float, int] | None) -> tuple[float, int] | None:
+        """Skipping non-reference frames must still leave twice the analysis rate; if not, decode all."""
+        if check is None:
+            return (t_conn, 1)
+        start, n = check[0], check[1] + 1
+        if t_conn - start >= 2.0:
+            if n / (t_conn - start) < 2 * self.analysis_fps:
+                log.info("too few reference frames to skip the others, decoding every frame channel=%s frames_per_s=%.1f",
+                         self.channel, n / (t_conn - start))
+                source.stop_skipping()
+            return None
+        return (start, n)
 
     def _read_ended(self, me: int, source: Source, flowed: bool, t_open: float, t_grab: float) -> str:
         """Why a read returned no frame: never flowed (silent), froze (stall) or ended."""
@@ -302,8 +377,10 @@ class Capture:
             return "stall"
         return "end_of_stream" if flowed else "read_failed"
 
-    def _check_size(self, frame: np.ndarray) -> None:
-        size = (int(frame.shape[1]), int(frame.shape[0]))
+    def _check_size(self, size: tuple[int, int] | None) -> None:
+        """A picture size change inside or across connections: reported (the scaler follows it by itself)."""
+        if size is None:
+            return
         if size != self.source_size:
             if self.source_size is not None:
                 self.faults.occur("resolution_change", from_size="%dx%d" % self.source_size, to_size="%dx%d" % size)

@@ -12,7 +12,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from detector.analysis.audio import AudioBuffer
+from detector.analysis.clock import PtsMarks
 from detector.analysis.engine import ChannelEngine
+from detector.sources.cues import UpstreamCue
 from detector.live.capture import Capture
 from detector.live.metrics import Metrics
 from detector.live.ring import Ring
@@ -41,6 +44,9 @@ class Channel:
     captured: int = 0
     analysed: int = 0
     rate_mark: tuple[float, int, int] = field(default_factory=lambda: (time.monotonic(), 0, 0))
+    audio: AudioBuffer = field(default_factory=AudioBuffer)
+    pts_marks: PtsMarks = field(default_factory=PtsMarks)     # media time -> source PTS of analysed frames
+    audio_from: float | None = None                           # where the next analysis step's audio starts
 
     def wall_of(self, media_time: float) -> float:
         """Wall-clock time of a point on the channel timeline, from the latest frame."""
@@ -71,6 +77,10 @@ class ChannelMonitor:
         self._reconnects = metrics.capture_reconnects.labels(channel=name)
         self._dropped = metrics.frames_dropped
         self._faults = metrics.stream_faults
+        self._decode_errors = metrics.decode_errors.labels(channel=name)
+        self._audio_present = metrics.audio_present.labels(channel=name)
+        self._pts_wraps = metrics.pts_wraps.labels(channel=name)
+        self._cues = metrics.upstream_cues.labels(channel=name)
 
     def stream_up(self, generation: int) -> None:
         self._up.set(1)
@@ -95,3 +105,19 @@ class ChannelMonitor:
 
     def fault(self, kind: str) -> None:
         self._faults.labels(channel=self.channel.name, kind=kind).inc()
+
+    def decode_errors(self, count: int) -> None:
+        self._decode_errors.inc(count)
+
+    def audio_present(self, present: bool) -> None:
+        self._audio_present.set(1 if present else 0)
+
+    def pts_wrapped(self) -> None:
+        self._pts_wraps.inc()
+
+    def upstream_cue(self, cue: UpstreamCue, stream_time: float | None) -> None:
+        """A SCTE-35 cue in the source: counted and published as `cue.upstream`."""
+        self._cues.inc()
+        log.info("upstream cue channel=%s command=%s out_of_network=%s event_id=%s pts=%s", self.channel.name, cue.command,
+                 cue.out_of_network, cue.event_id, cue.pts)
+        self.events.publish("cue.upstream", self.channel.name, **cue.payload(), stream_time=stream_time)

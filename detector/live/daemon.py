@@ -50,6 +50,7 @@ from detector.model.bundle import Bundle, load_bundle
 from detector.model.models import Models
 from detector.model.plan import GPU_PROVIDERS
 from detector.sources.video import quiet_native_logs
+from detector.analysis.audio import AudioBuffer
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +144,8 @@ class Daemon:
         h, w = self.bundle.input_size
         for c in cfg.channels:
             self.channels[c.name] = Channel(c.name, Ring(cfg.capture.ring_capacity, (h, w, 3)),
-                                            self._engine(self.bundle, self.models, cfg.decision))
+                                            self._engine(self.bundle, self.models, cfg.decision),
+                                            audio=AudioBuffer(seconds=cfg.capture.audio_buffer_seconds))
         self._run_stage(self._metrics_stage())
         self._run_stage(self._outputs_stage())
         self._run_stage(Stage("final events", lambda: None, self._final_events))
@@ -220,9 +222,11 @@ class Daemon:
                                    open_timeout=k.open_timeout_seconds, read_timeout=k.read_timeout_seconds,
                                    stall_seconds=k.stall_seconds, reconnect_initial=k.reconnect_initial_seconds,
                                    reconnect_max=k.reconnect_max_seconds, rtsp_transport=k.rtsp_transport,
-                                   fault_quiet=k.fault_quiet_seconds)
+                                   fault_quiet=k.fault_quiet_seconds, hls_read_timeout=k.hls_read_timeout_seconds,
+                                   udp_fifo_packets=k.udp_fifo_packets, decode_threads=k.decode_threads,
+                                   skip_nonref=k.skip_nonref_frames)
         ch.capture = Capture(c.name, settings, ch.ring, self.bundle.analysis_fps, self.bundle.input_size,
-                             ChannelMonitor(ch, self.metrics, self.events))
+                             ChannelMonitor(ch, self.metrics, self.events), audio=ch.audio)
         cap = ch.capture
 
         def start() -> None:
@@ -243,7 +247,7 @@ class Daemon:
             seg = ch.engine.finish(ch.last_media) if ch.engine.current else None
             if seg is not None:
                 publish_segment(self.events, "segment.end", ch, seg.label, seg.is_ad, seg.confidence, seg.end, STREAM_END,
-                                duration=round(seg.duration, 3))
+                                pts=ch.pts_marks.pts_at(seg.end), duration=round(seg.duration, 3))
             if ch.up:
                 self.metrics.stream_up.labels(channel=ch.name).set(0)
                 self.events.publish("stream.down", ch.name, reason="shutdown")

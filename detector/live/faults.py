@@ -26,9 +26,12 @@ FAULT_KINDS = (
     "silent",             # accepted the connection, then sent nothing (open or first read timed out, or hung)
     "read_error",         # a flowing live stream stopped delivering: connection lost, server gone, or data the decoder could not go on from
     "stall",              # flowing, then frozen: the read timed out, or no new media time for capture.stall_seconds (judged outside the blocking read)
-    "decode_error",       # a grabbed frame could not be converted to pixels
+    "decode_error",       # packets or frames that did not decode (also counted one by one in ad_detector_decode_errors_total)
+    "corrupt",            # the demuxer flagged packets corrupt (MPEG-TS continuity errors, UDP overruns): mild corruption
+    "audio_decode_error", # audio that did not decode or resample (the video goes on)
+    "bad_cue",            # a SCTE-35 section that does not parse
     "timestamp_reset",    # media time went backwards (encoder restart, PTS reset): timeline kept monotonic
-    "timestamp_jump",     # media time leapt forward by more than TIMESTAMP_JUMP_SECONDS: timeline kept continuous
+    "timestamp_jump",     # media time leapt forward by more than analysis.timeline.TIMESTAMP_JUMP_SECONDS: timeline kept continuous
     "resolution_change",  # the decoded picture size changed (within a connection or across reconnects)
     "rate_low",           # frames arrive at under half the nominal rate (a starved link, a throttled source)
     "rate_high",          # frames arrive at over twice the nominal rate (a burst, or wrong rate metadata)
@@ -36,7 +39,6 @@ FAULT_KINDS = (
 # Faults that are outages: they end when the stream delivers frames again, not by quiet time.
 OUTAGE_KINDS = frozenset({"unreachable", "silent", "read_error", "stall"})
 
-TIMESTAMP_JUMP_SECONDS = 5.0
 # The rate is judged once per RateMonitor window (5 s): its episode must outlast a window, or a
 # link starved for a minute would be a dozen episodes.
 QUIET_SECONDS = {"rate_low": 12.0, "rate_high": 12.0}

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from detector.analysis.audio import level_dbfs
 from detector.analysis.engine import ChannelEngine, Transition
 from detector.events.schema import rfc3339
 from detector.live.batcher import allocate, batch_due
@@ -140,9 +141,16 @@ class InferenceLoop:
         if meta.generation != ch.generation:
             ch.engine.reset()            # a new connection or a timestamp jump: never a window across the gap
             ch.generation = meta.generation
+            ch.audio_from = None
         ch.last_media, ch.last_wall = meta.media_time, meta.wall_time
+        ch.pts_marks.add(meta.media_time, meta.pts)
+        audio = ch.audio.read(ch.audio_from if ch.audio_from is not None else meta.media_time - 1.0 / ch.engine.fps,
+                              meta.media_time)
+        ch.audio_from = meta.media_time
+        if audio is not None:
+            self.metrics.audio_level.labels(channel=ch.name).set(round(level_dbfs(audio), 2))
         nonfinite = ch.engine.nonfinite_windows
-        result, tr = ch.engine.push(meta.media_time, feat, meta.stats)
+        result, tr = ch.engine.push(meta.media_time, feat, meta.stats, audio)
         if ch.engine.nonfinite_windows != nonfinite:
             self.metrics.nonfinite_windows.labels(channel=ch.name).inc(ch.engine.nonfinite_windows - nonfinite)
         ch.analysed += 1
@@ -158,21 +166,22 @@ class InferenceLoop:
         if tr.ended is not None:
             e = tr.ended
             publish_segment(self.events, "segment.end", ch, e.label, e.is_ad, e.confidence, e.end, tr.boundary_kind,
-                            duration=round(e.duration, 3))
+                            pts=ch.pts_marks.pts_at(e.end), duration=round(e.duration, 3))
         ch.segment_no += 1
         ch.segment_id = f"{ch.name}-{self.run_id[:8]}-{ch.segment_no}"
         conf = tr.p_ad if tr.is_ad else 1.0 - tr.p_ad
         log.info("segment start channel=%s label=%s is_ad=%s stream_time=%.2f decided_at=%.2f how=%s", ch.name, tr.label, tr.is_ad,
                  tr.boundary, tr.decided_at, tr.boundary_kind)
-        publish_segment(self.events, "segment.start", ch, tr.label, tr.is_ad, round(conf, 4), tr.boundary, tr.boundary_kind)
+        publish_segment(self.events, "segment.start", ch, tr.label, tr.is_ad, round(conf, 4), tr.boundary, tr.boundary_kind,
+                        pts=ch.pts_marks.pts_at(tr.boundary))
 
 
 def publish_segment(events: EventSink, typ: str, ch: Channel, label: str, is_ad: bool, confidence: float, media_time: float,
                     boundary: str, pts: int | None = None, **extra: Any) -> None:
     """A `segment.*` event of `ch`'s current segment, its `time` on the wall clock of the boundary.
 
-    `pts` is the boundary frame's source PTS (90 kHz); None until the capture reads the
-    source's own clock (the libav capture), as the contract allows for sources without one.
+    `pts` is the boundary's source PTS (90 kHz, mod 2**33, from the analysed frames' PTS:
+    `Channel.pts_marks`); None for a source without a clock (a capture card).
     """
     if ch.segment_id is None:
         return

@@ -32,6 +32,9 @@ ad_detector_last_frame_timestamp_seconds        gauge      channel (unix time, l
 ad_detector_model_info                          info       classes, backbone_sha256,
                                                            sequence_sha256, providers,
                                                            precision
+ad_detector_decode_errors_total                 counter    channel (packets/frames that did
+                                                           not decode, corrupt packets)
+ad_detector_upstream_cues_total                 counter    channel (SCTE-35 cues in the source)
 ==============================================  =========  ==================================
 
 Extras (not in the contract, so they may change with a changelog note):
@@ -44,7 +47,8 @@ Extras (not in the contract, so they may change with a changelog note):
   event (it is still published): see ``ad_detector_journal_errors_total``.
 - ``ad_detector_stream_faults_total{channel,kind}``: fault episodes of a channel's input
   (kinds in ``detector.live.faults.FAULT_KINDS``: unreachable, silent, read_error, stall,
-  decode_error, timestamp_reset, timestamp_jump, resolution_change, rate_low, rate_high),
+  decode_error, corrupt, audio_decode_error, bad_cue, timestamp_reset, timestamp_jump,
+  resolution_change, rate_low, rate_high),
   counted once per episode, each logged once as ``stream fault channel=... kind=...``.
 - ``ad_detector_journal_errors_total``: failed journal writes (disk full, permissions).
 - ``ad_detector_journal_ok``: 0 while the journal fails (from the first failed append to the
@@ -55,6 +59,13 @@ Extras (not in the contract, so they may change with a changelog note):
   `MetricsServer` refreshes it from the same callback as ``/healthz`` at every scrape, so the
   two never disagree.
 - ``ad_detector_build_info{version,python,onnxruntime}``: what is running, for joins in PromQL.
+- ``ad_detector_audio_present{channel}``: 1 when the source has an audio stream, 0 when not
+  (logged once per connection: ``source has no audio``); ``ad_detector_audio_level_dbfs{channel}``:
+  RMS level of the latest analysis step's audio.
+- ``ad_detector_pts_wraps_total{channel}``: 33-bit PTS wraps the timeline continued across.
+- ``ad_detector_frames_dropped_total{reason="replayed"}``: frames a reconnect delivered again
+  (same PTS as already analysed, e.g. HLS restarting a segment back), skipped so that nothing
+  is analysed or announced twice.
 - ``ad_detector_auth_failures_total{reason}``: client handshakes refused by CURVE
   (``unknown_key``, ``handshake``); see detector/events/curve.py.
 
@@ -83,7 +94,7 @@ log = logging.getLogger(__name__)
 # No "stale": the ring's fixed capacity already bounds how old a frame can be when it is
 # analysed (ring_capacity / analysis_fps, 12.8 s at the defaults), and dropping old frames by
 # age would leave holes in the evenly spaced window the sequence model was trained on.
-DROP_REASONS = ("ring_overflow", "decode_error", "timestamp_jump", "shutdown")
+DROP_REASONS = ("ring_overflow", "decode_error", "timestamp_jump", "replayed", "shutdown")
 EVENT_TYPES = TYPES           # the wire schema's event types (detector.events.schema), one series each
 MODELS = ("backbone", "sequence")
 EVENT_DROP_REASONS = OUTPUT_DROP_REASONS   # what an output may drop an event for (detector.events.outputs.base)
@@ -186,6 +197,22 @@ class Metrics:
             "ad_detector_nonfinite_windows", "Windows skipped because the sequence model gave NaN or infinity "
             "(the decision keeps its last state; a few mean a broken input frame, many a broken model).",
             ["channel"], registry=r)
+        self.decode_errors = Counter(
+            "ad_detector_decode_errors", "Video or audio packets and frames that did not decode, and packets the "
+            "demuxer flagged corrupt (MPEG-TS continuity errors): mild corruption shows here before it becomes a fault.",
+            ["channel"], registry=r)
+        self.upstream_cues = Counter(
+            "ad_detector_upstream_cues", "SCTE-35 cues found in the source (each also a cue.upstream event).",
+            ["channel"], registry=r)
+        self.audio_present = Gauge(
+            "ad_detector_audio_present", "1 when the channel's source has an audio stream, 0 when it has none "
+            "(or is down); the audio features are then marked missing.", ["channel"], registry=r)
+        self.audio_level = Gauge(
+            "ad_detector_audio_level_dbfs", "RMS level of the audio of the latest analysis step (dBFS; -120 for silence).",
+            ["channel"], registry=r)
+        self.pts_wraps = Counter(
+            "ad_detector_pts_wraps", "Times the source's 33-bit 90 kHz PTS wrapped to 0 (every 26.5 h of a live "
+            "MPEG-TS); the media timeline continues across it.", ["channel"], registry=r)
         self.auth_failures = Counter(
             "ad_detector_auth_failures", "Client handshakes refused by CURVE (events.curve), by reason "
             "(unknown_key: key not in allowed_clients_dir; handshake: failed before authentication, e.g. a client without CURVE).",
@@ -214,6 +241,11 @@ class Metrics:
                 self.events_published.labels(channel=channel, type=event_type)
             self.decision_latency.labels(channel=channel)
             self.nonfinite_windows.labels(channel=channel)
+            self.decode_errors.labels(channel=channel)
+            self.upstream_cues.labels(channel=channel)
+            self.audio_present.labels(channel=channel).set(0)
+            self.audio_level.labels(channel=channel).set(-120)
+            self.pts_wraps.labels(channel=channel)
             self.last_frame_timestamp.labels(channel=channel).set(0)
             for kind in FAULT_KINDS:
                 self.stream_faults.labels(channel=channel, kind=kind)

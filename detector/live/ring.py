@@ -27,6 +27,7 @@ class FrameMeta:
     mono_time: float         # time.monotonic() at capture
     stats: FrameStats
     generation: int          # connection number: a new one means "start a fresh window"
+    pts: int | None = None   # the source's 90 kHz PTS (mod 2**33); None for a source without a clock
 
 
 class Ring:

@@ -61,8 +61,7 @@ def default_providers(requested: Sequence[str] | None) -> list[str]:
 def analyse(video: Path, bundle: Bundle, models: Models, decision: DecisionSettings | None = None, hop_seconds: float = 1.0,
             batch_size: int = 16, progress: bool = True) -> Analysis:
     """Run the whole engine over one file."""
-    cap_info = open_video(video)
-    info = cap_info[1]
+    info = open_video(video)
     engine = ChannelEngine(bundle, models.probabilities, decision or DecisionSettings(), hop_seconds)
     report = DecodeReport()
     times: list[float] = []
@@ -72,7 +71,7 @@ def analyse(video: Path, bundle: Bundle, models: Models, decision: DecisionSetti
     bar = tqdm(total=info.frame_count or None, desc=video.name[-30:], unit="frame", disable=not progress,
                file=sys.stderr, dynamic_ncols=True)
     started = time.perf_counter()
-    frames = prefetch(sample_video(video, bundle.analysis_fps, bundle.input_size, report, cap_info))
+    frames = prefetch(sample_video(video, bundle.analysis_fps, bundle.input_size, report, info))
     mark = time.perf_counter()
     for batch in batched(frames, batch_size):
         t0 = time.perf_counter()
@@ -81,7 +80,7 @@ def analyse(video: Path, bundle: Bundle, models: Models, decision: DecisionSetti
         t1 = time.perf_counter()
         timings["backbone_s"] += t1 - t0
         for frame, feat in zip(batch, feats):
-            result, change = engine.push(frame.media_time, feat, frame.stats)
+            result, change = engine.push(frame.media_time, feat, frame.stats, frame.audio)
             if result is not None:
                 times.append(result.time)
                 probs.append(result.probs)

@@ -16,7 +16,7 @@ from tqdm import tqdm
 from detector.errors import RuntimeFailure
 from detector.util.fsutil import atomic_path
 from detector.analysis.segments import label_at
-from detector.sources.video import open_video
+from detector.sources.video import decode_frames, open_video
 
 if TYPE_CHECKING:
     from detector.offline.analyse import Analysis
@@ -48,7 +48,7 @@ def draw_overlay(frame: np.ndarray, label: str, is_ad: bool, classes: list[str],
 
 def write_annotated(video: Path, out: Path, result: "Analysis", progress: bool = True) -> Path:
     """Second pass over the file: every frame, with the decided segment and latest probabilities."""
-    cap, info = open_video(video)
+    info = open_video(video)
     fps = info.fps or result.fps
     times = list(result.times)
     bar = tqdm(total=info.frame_count or None, desc="annotate", unit="frame", disable=not progress, file=sys.stderr, dynamic_ncols=True)
@@ -57,24 +57,16 @@ def write_annotated(video: Path, out: Path, result: "Analysis", progress: bool =
             writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (info.width, info.height))
             if not writer.isOpened():
                 raise RuntimeFailure(f"{out}: OpenCV cannot write MPEG-4 video here")
-            first_ms = None
-            i = 0
-            while True:
-                ok, frame = cap.read()
-                if not ok:
-                    break
-                ms = cap.get(cv2.CAP_PROP_POS_MSEC)
-                first_ms = ms if first_ms is None else first_ms
-                t = (ms - first_ms) / 1000.0 if np.isfinite(ms) else i / fps
+            for t, frame in decode_frames(video):     # the analysis' decoder and timeline
+                if frame.shape[1] != info.width or frame.shape[0] != info.height:
+                    frame = cv2.resize(frame, (info.width, info.height))
                 k = bisect.bisect_right(times, t + 1e-9) - 1
                 seg = label_at(result.segments, t)
                 draw_overlay(frame, seg.label if seg else "?", bool(seg and seg.is_ad), result.classes,
                              result.probs[k] if k >= 0 else None, t)
                 writer.write(frame)
-                i += 1
                 bar.update(1)
             writer.release()
     finally:
-        cap.release()
         bar.close()
     return out

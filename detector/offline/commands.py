@@ -27,7 +27,7 @@ def _models(bundle: Bundle, args: argparse.Namespace) -> Models:
 
 def _check_video_arg(video: str) -> Path:
     path = Path(video)
-    open_video(path)[0].release()   # clear errors before any model is loaded
+    open_video(path)   # clear errors before any model is loaded
     return path
 
 

@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-from detector.sources.opencv import OpenCvSource
+from detector.sources.libav import LibavSource
 
 
-class FileSource(OpenCvSource):
+class FileSource(LibavSource):
     kind = "file"
     live = False
 

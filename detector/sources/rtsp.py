@@ -6,12 +6,13 @@ makes loss a stall the watchdog sees instead (`capture.rtsp_transport` to choose
 
 from __future__ import annotations
 
-from detector.sources.opencv import OpenCvSource
+from detector.sources.libav import LibavSource
 
 
-class RtspSource(OpenCvSource):
+class RtspSource(LibavSource):
     kind = "rtsp"
     schemes = ("rtsp", "rtsps")
 
-    def ffmpeg_options(self) -> list[str]:
-        return [*super().ffmpeg_options(), f"rtsp_transport;{self.options.rtsp_transport}"]
+    def av_options(self) -> dict[str, str]:
+        return {**super().av_options(), "rtsp_transport": self.options.rtsp_transport,
+                "timeout": str(int(self.options.read_timeout * 1e6))}     # socket I/O, microseconds

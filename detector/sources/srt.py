@@ -1,14 +1,41 @@
 """MPEG-TS over SRT (`srt://`), the contribution link over the internet.
 
-Needs an FFmpeg built with libsrt; the one inside the opencv-python wheel is not, so an SRT
-channel fails to open here and is reported `unreachable` (the libav capture issue fixes that).
+The PyAV wheel's libav has no libsrt, so SRT is read through a supervised `ffmpeg -c copy`
+relay (detector.sources.relay) to MPEG-TS on a pipe: packets are copied, so the PTS, the
+audio and the SCTE-35 data stream arrive as the sender sent them. check-config refuses
+`srt://` when no ffmpeg with libsrt is on PATH (detector.sources.support).
 """
 
 from __future__ import annotations
 
-from detector.sources.opencv import OpenCvSource
+from typing import Any
+
+from detector.sources.libav import LibavSource
 
 
-class SrtSource(OpenCvSource):
+class SrtSource(LibavSource):
     kind = "srt"
     schemes = ("srt",)
+    format_name = "mpegts"
+
+    def __init__(self, url, options):
+        super().__init__(url, options)
+        self._relay: Any = None
+
+    def av_input(self) -> Any:
+        from detector.sources.relay import FfmpegRelay
+        self._relay = FfmpegRelay(self.url, self.options.open_timeout, self.options.read_timeout)
+        return self._relay.start()
+
+    def open(self) -> bool:
+        ok = super().open()
+        if not ok and self._relay is not None:
+            self.open_error = self._relay.failure() or self.open_error
+            self._relay.close()
+        return ok
+
+    def close(self) -> None:
+        super().close()
+        if self._relay is not None:
+            self._relay.close()
+            self._relay = None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from detector.live.timeline import ChannelTimeline
+from detector.analysis.timeline import ChannelTimeline
 
 
 def test_first_connection_starts_at_zero_whatever_the_source_clock():
