@@ -44,7 +44,15 @@ def breaks_from_marks(marks: list[CueMark], end: float, ad_label: str = "commerc
     notes: list[str] = []
     open_: list[CueMark] = []
     spans: list[tuple[float, float]] = []
+    def expire(now: float) -> None:
+        """Breaks whose announced break_duration ran out before `now` end there."""
+        for m in [m for m in open_ if m.duration is not None and m.duration > 0 and m.time + m.duration <= now]:
+            open_.remove(m)
+            spans.append((m.time, m.time + m.duration))
+            notes.append(f"cue-out at {m.time:.3f} s (event {m.event_id}) has no cue-in: closed after its break_duration {m.duration:.3f} s")
+
     for mark in sorted(marks, key=lambda m: m.time):
+        expire(mark.time)
         if mark.out:
             if any(m.event_id is not None and m.event_id == mark.event_id for m in open_):
                 notes.append(f"cue-out at {mark.time:.3f} s repeats the open break {mark.event_id}: kept the first")
@@ -57,13 +65,10 @@ def breaks_from_marks(marks: list[CueMark], end: float, ad_label: str = "commerc
             continue
         open_.remove(start)
         spans.append((start.time, mark.time))
+    expire(float("inf"))
     for m in open_:
-        if m.duration is not None and m.duration > 0:
-            spans.append((m.time, m.time + m.duration))
-            notes.append(f"cue-out at {m.time:.3f} s (event {m.event_id}) has no cue-in: closed after its break_duration {m.duration:.3f} s")
-        else:
-            spans.append((m.time, end))
-            notes.append(f"cue-out at {m.time:.3f} s (event {m.event_id}) has no cue-in: closed at the recording's end {end:.3f} s")
+        spans.append((m.time, end))
+        notes.append(f"cue-out at {m.time:.3f} s (event {m.event_id}) has no cue-in: closed at the recording's end {end:.3f} s")
     merged: list[list[float]] = []
     for a, b in sorted((max(0.0, a), min(b, end)) for a, b in spans):
         if b <= a:
