@@ -263,7 +263,8 @@ def write_ts_with_cues(path: Path, seconds: float, cues: list[tuple[float, bool,
     there (mod 2**33): 95440 makes the clock wrap past 2**33 (95443.7 s) a few seconds in.
     """
     path = Path(path)
-    raw = path.with_name(path.stem + ".plain.ts")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw = path.with_name(f".{path.stem}.plain.ts")          # hidden: a folder scan never sees it
     offset = None if start_pts_seconds is None else start_pts_seconds - 1.4    # FFmpeg's default mux delay
     _encode(raw, seconds, size, fps, audio, offset)
     frames = video_pts(raw)

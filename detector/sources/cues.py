@@ -21,6 +21,7 @@ from typing import Any
 
 from detector.analysis.cuebreaks import CueMark, breaks_from_marks
 from detector.analysis.segments import Segment
+from detector.errors import UsageError
 
 PTS_HZ = 90_000
 PTS_MODULUS = 2 ** 33
@@ -271,6 +272,13 @@ def cue_labels(path: Path, ad_label: str = "commercial") -> tuple[list[Segment],
     import av   # lazily: the module stays pure for the capture's and the tests' imports
 
     path = Path(path)
+    try:
+        return _cue_labels(av, path, ad_label)
+    except (av.FFmpegError, OSError) as exc:
+        raise UsageError(f"{path}: cannot read it to look for SCTE-35 cues ({str(exc).strip()[:200]}); check it plays with ffprobe") from None
+
+
+def _cue_labels(av: Any, path: Path, ad_label: str) -> tuple[list[Segment], CueLabelReport]:
     report = CueLabelReport()
     with av.open(str(path)) as container:
         data = [s for s in container.streams if is_scte35_stream(s)]
