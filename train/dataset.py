@@ -1,5 +1,6 @@
 """The training data layout: `DATA/<split>/<class>/*.mp4` clips, and long recordings with a
-labels file beside them (`DATA/<split>/NAME.mp4` + `NAME.csv` or `NAME.edl`).
+labels file beside them (`DATA/<split>/NAME.mp4` + `NAME.csv` or `NAME.edl`), or an MPEG-TS
+recording whose own SCTE-35 cues mark its breaks (`DATA/<split>/NAME.ts`, nothing beside it).
 
 Class names come from the folder names (as in the original scripts) and from the labels
 of recordings. Everything wrong with the layout is reported here, before any decoding.
@@ -7,12 +8,16 @@ of recordings. Everything wrong with the layout is reported here, before any dec
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from detector.errors import UsageError
 from detector.sources.video import VIDEO_SUFFIXES
 from detector.analysis.segments import Segment, read_labels
+from detector.sources.cues import cue_labels
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "test")
 
@@ -23,8 +28,8 @@ class Item:
     split: str
     label: str | None = None                          # a single-class clip
     segments: tuple[Segment, ...] | None = None       # a labelled recording
-    labels_path: Path | None = None
-    gap_label: str | None = None                      # label of time no segment covers (EDL: programme)
+    labels_path: Path | None = None                   # None: labelled by its own SCTE-35 cues
+    gap_label: str | None = None                      # label of time no segment covers (EDL, cues: programme)
 
     @property
     def is_recording(self) -> bool:
@@ -61,7 +66,8 @@ def discover(root: Path, ad_class: str = "commercial") -> Dataset:
         raise UsageError(f"{root}: data directory not found; expected {root}/train/<class>/*.mp4 and {root}/test/<class>/*.mp4")
     folder_classes: dict[str, set[str]] = {}
     clip_items: dict[str, list[tuple[Path, str]]] = {}
-    recordings: dict[str, list[tuple[Path, Path]]] = {}
+    recordings: dict[str, list[tuple[Path, Path | None]]] = {}
+    parsed: dict[Path, list[Segment]] = {}
     for split in SPLITS:
         sdir = root / split
         if not sdir.is_dir():
@@ -78,17 +84,19 @@ def discover(root: Path, ad_class: str = "commercial") -> Dataset:
         for video in _videos(sdir):
             labels = _labels_file(video)
             if labels is None:
-                raise UsageError(f"{video}: a recording directly in {sdir} needs a labels file beside it ({video.stem}.csv with start,end,label or {video.stem}.edl); or move it into a class folder")
+                cued = _cue_segments(video, ad_class)
+                if cued is None:
+                    raise UsageError(f"{video}: a recording directly in {sdir} needs a labels file beside it ({video.stem}.csv with start,end,label or {video.stem}.edl) or SCTE-35 cues in the file; or move it into a class folder")
+                parsed[video] = cued
             recordings[split].append((video, labels))
         if not folder_classes[split] and not recordings[split]:
             raise UsageError(f"{sdir}: no class folders and no labelled recordings; expected {sdir}/<class>/*.mp4")
 
     # classes: folder names, plus labels used by CSV-labelled recordings
     classes = set().union(*folder_classes.values())
-    parsed: dict[Path, list[Segment]] = {}
     for split in SPLITS:
         for video, labels in recordings[split]:
-            if labels.suffix.lower() == ".csv":
+            if labels is not None and labels.suffix.lower() == ".csv":
                 segs = read_labels(labels, {ad_class})
                 classes.update(s.label for s in segs)
                 parsed[video] = segs
@@ -101,7 +109,9 @@ def discover(root: Path, ad_class: str = "commercial") -> Dataset:
     programme = sorted(c for c in classes if c != ad_class)
     for split in SPLITS:
         for video, labels in recordings[split]:
-            if labels.suffix.lower() == ".edl":
+            if labels is None and len(programme) != 1:
+                raise UsageError(f"{video}: its SCTE-35 cues only mark the ads, but there are {len(programme)} programme classes ({', '.join(programme)}); label this recording with a CSV instead")
+            if labels is not None and labels.suffix.lower() == ".edl":
                 if len(programme) != 1:
                     raise UsageError(f"{labels}: an EDL only marks the ads, but there are {len(programme)} programme classes ({', '.join(programme)}); label this recording with a CSV instead")
                 parsed[video] = read_labels(labels, {ad_class}, ad_label=ad_class)
@@ -122,5 +132,18 @@ def discover(root: Path, ad_class: str = "commercial") -> Dataset:
     return ds
 
 
-def labels_is_edl(path: Path) -> bool:
-    return path.suffix.lower() == ".edl"
+def labels_is_edl(path: Path | None) -> bool:
+    """Does this labels file (None: the recording's own SCTE-35 cues) mark only the ads?"""
+    return path is None or path.suffix.lower() == ".edl"
+
+
+def _cue_segments(video: Path, ad_class: str) -> list[Segment] | None:
+    """The ad breaks the recording's SCTE-35 cues mark, or None when it carries none."""
+    segments, report = cue_labels(video, ad_class)
+    if report.cues == 0:
+        return None
+    for note in report.notes:
+        log.warning("SCTE-35 labels: %s", note)
+    log.info("labelled by its SCTE-35 cues file=%s cues=%d breaks=%d ad_seconds=%.1f", video, report.cues, len(segments),
+             sum(s.duration for s in segments))
+    return segments
