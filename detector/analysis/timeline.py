@@ -35,8 +35,9 @@ class ChannelTimeline:
     wall: float | None = None
     last_pts: int | None = None        # 90 kHz ticks mod 2**33 of the newest frame placed
 
-    def connection(self, fps: float) -> ConnectionTimeline:
-        return ConnectionTimeline(self, fps)
+    def connection(self, fps: float, resume: bool = True) -> ConnectionTimeline:
+        """A new connection; `resume`: a live source reconnecting may resend what was seen (a file replayed is a new pass)."""
+        return ConnectionTimeline(self, fps, resume)
 
 
 @dataclass(frozen=True)
@@ -55,13 +56,13 @@ class Placed:
 class ConnectionTimeline:
     """The timestamps of one connection, placed on the channel timeline."""
 
-    def __init__(self, channel: ChannelTimeline, fps: float):
+    def __init__(self, channel: ChannelTimeline, fps: float, resume: bool = True):
         self.channel = channel
         self.fps = fps
         self.base: float | None = None
         self.last: float | None = None
         self.offset: float | None = None
-        self._resume_pts = channel.last_pts   # the previous connection's last PTS, until this one passes it
+        self._resume_pts = channel.last_pts if resume else None   # the previous connection's last PTS, until passed
 
     def place(self, source_seconds: float, now_wall: float, pts: int | None = None) -> Placed:
         ch = self.channel

@@ -54,6 +54,24 @@ from detector.sources.cues import UpstreamCue, parse_cue
 log = logging.getLogger(__name__)
 
 DEFAULT_FPS = 25.0     # when a source does not announce its rate (for pacing and the rate check)
+CUE_REPEAT_SECONDS = 30.0   # the same SCTE-35 section again within this much media time is a repeat
+
+
+class RecentKeys:
+    """Keys seen within the last `window` seconds of media time (bounded): repeats of a cue."""
+
+    def __init__(self, window: float, capacity: int = 256):
+        self.window = window
+        self.capacity = capacity
+        self._seen: dict[str, float] = {}
+
+    def repeat(self, key: str, now: float) -> bool:
+        last = self._seen.get(key)
+        self._seen[key] = now
+        if len(self._seen) > self.capacity:
+            for old in [k for k, t in self._seen.items() if now - t > self.window][: len(self._seen)] or [next(iter(self._seen))]:
+                self._seen.pop(old, None)
+        return last is not None and 0 <= now - last <= self.window
 
 
 @dataclass(frozen=True)
@@ -127,6 +145,7 @@ class Capture:
         self.faults = FaultEpisodes(channel, observer.fault, quiet_seconds=settings.fault_quiet)
         self.source_size: tuple[int, int] | None = None   # (width, height) of the last decoded picture
         self.attempt_started: float | None = None         # monotonic start of a connection attempt not yet flowing
+        self._seen_cues = RecentKeys(CUE_REPEAT_SECONDS)
 
     # -- lifecycle
     def start(self) -> None:
@@ -241,7 +260,7 @@ class Capture:
         rate = RateMonitor(fps) if (source.live or s.realtime) and not source.bursty else None
         pace = s.realtime or source.bursty        # HLS delivers a segment at once: play it out at its rate
         sampler = Sampler(self.analysis_fps)
-        clock = self.timeline.connection(fps)
+        clock = self.timeline.connection(fps, resume=source.live)
         index = -1
         pace_start: tuple[float, float] | None = None
         up_since: float | None = None
@@ -340,6 +359,8 @@ class Capture:
             if cue is None:
                 self.faults.occur("bad_cue", size=len(packet.payload))
                 continue
+            if self._seen_cues.repeat(cue.base64, self.timeline.end):
+                continue        # encoders repeat a cue several times before its splice point: announced once
             splice = None
             if cue.pts is not None and source.clock == "stream":
                 splice = self._stream_time_of(cue.pts)

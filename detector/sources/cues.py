@@ -19,12 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from detector.analysis.clock import PTS_HZ, PTS_MODULUS, signed_delta
 from detector.analysis.cuebreaks import CueMark, breaks_from_marks
 from detector.analysis.segments import Segment
 from detector.errors import UsageError
-
-PTS_HZ = 90_000
-PTS_MODULUS = 2 ** 33
 
 COMMANDS = {0x00: "splice_null", 0x04: "splice_schedule", 0x05: "splice_insert", 0x06: "time_signal",
             0x07: "bandwidth_reservation", 0xFF: "private_command"}
@@ -224,11 +222,6 @@ def packet_ticks(packet: Any) -> int | None:
     return int(round(pts * tb.numerator * PTS_HZ / tb.denominator)) % PTS_MODULUS
 
 
-def _signed_delta(raw: int, ref: int) -> int:
-    d = (raw - ref) % PTS_MODULUS
-    return d - PTS_MODULUS if d > PTS_MODULUS // 2 else d
-
-
 def cue_times(cues: list[UpstreamCue], first_pts: int) -> list[float]:
     """Each cue's splice time in seconds from `first_pts` (the recording's first video PTS).
 
@@ -239,9 +232,9 @@ def cue_times(cues: list[UpstreamCue], first_pts: int) -> list[float]:
     ref, ref_t, out = first_pts % PTS_MODULUS, 0.0, []
     for cue in cues:
         if cue.packet_pts is not None:
-            ref_t += _signed_delta(cue.packet_pts, ref) / PTS_HZ
+            ref_t += signed_delta(cue.packet_pts, ref) / PTS_HZ
             ref = cue.packet_pts
-        out.append(ref_t if cue.pts is None else ref_t + _signed_delta(cue.pts, ref) / PTS_HZ)
+        out.append(ref_t if cue.pts is None else ref_t + signed_delta(cue.pts, ref) / PTS_HZ)
     return out
 
 

@@ -28,6 +28,7 @@ import numpy as np
 
 from detector.analysis.clock import PTS_HZ, PtsUnwrapper, to_ticks, wrap
 from detector.sources.base import AudioChunk, DataPacket, Source
+from detector.sources.cues import is_scte35_stream, packet_ticks
 from detector.sources.urls import redact_text
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,7 @@ class LibavSource(Source):
         if self._audio is not None:
             import av.audio.resampler
             self._resampler = av.audio.resampler.AudioResampler(format="flt", layout="mono", rate=AUDIO_RATE)
-        self._data_streams = {s.index for s in c.streams if _is_scte35(s)}
+        self._data_streams = {s.index for s in c.streams if is_scte35_stream(s)}
         self.has_data = bool(self._data_streams)
         wanted = [self._video] + ([self._audio] if self._audio is not None else []) + \
                  [s for s in c.streams if s.index in self._data_streams]
@@ -215,7 +216,7 @@ class LibavSource(Source):
             self._decode_audio(packet)
         elif packet.stream_index in self._data_streams:
             if packet.size:
-                ticks = self._ticks(packet.pts, packet.time_base or stream.time_base)
+                ticks = packet_ticks(packet)      # when it arrived (libav stamps sections with the PCR)
                 seconds = None if ticks is None else (self._clock.near(ticks) or ticks) / PTS_HZ
                 self._data.append(DataPacket(bytes(packet), None if ticks is None else wrap(ticks), seconds))
         return True
@@ -286,13 +287,6 @@ class LibavSource(Source):
     def _fault(self, kind: str, **info: Any) -> None:
         if len(self._faults) < 64:
             self._faults.append((kind, info))
-
-
-def _is_scte35(stream: Any) -> bool:
-    if stream.type != "data":
-        return False
-    name = getattr(getattr(stream, "codec_context", None), "name", None) or getattr(stream, "codec_name", None)
-    return name == "scte_35" or str(getattr(stream, "codec_tag", "")).upper() == "CUEI"
 
 
 def _describe(exc: BaseException) -> str:

@@ -234,6 +234,16 @@ def test_boundary_time_is_the_boundary_not_the_decision(scenario):
     assert all(0 < r["decided_after_time"] < 15 for r in rows), report
 
 
+def test_segment_events_carry_the_source_pts_on_the_same_clock_as_stream_time(scenario):
+    """`pts` is the boundary's 90 kHz source PTS: within one connection it moves with `stream_time`."""
+    events = [e for e in first_play(scenario) if e["type"].startswith("segment.")]
+    assert events and all(isinstance(e["pts"], int) and 0 <= e["pts"] < 2 ** 33 for e in events), events
+    e0 = events[0]
+    for e in events[1:]:
+        elapsed = ((e["pts"] - e0["pts"]) % 2 ** 33) / 90000
+        assert abs(elapsed - (float(e["stream_time"]) - float(e0["stream_time"]))) <= 0.05, (e0, e)
+
+
 def test_each_event_is_in_the_journal(scenario):
     journal = {(e["run_id"], e["seq"]): e for e in scenario["journal"]}
     sent = [e for _, _, e in scenario["events"] if e["type"] != "heartbeat"]
