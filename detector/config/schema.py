@@ -23,7 +23,8 @@ from detector.config.errors import _KeyedError
 from detector.config.fields import (StatePath, writable_file_problem, _HOSTPORT_RE, _IPC_MAX_PATH, _NAME_RE, _PROVIDER_RE, _TCP_RE, ResolvedPath, Seconds,
                                     StrictBool, StrictStr, _Model, _overlap, _port, _resolve, _tcp_endpoint)
 from detector.model.plan import Engine, Precision
-from detector.sources import redact, source_kind
+from detector.sources import redact, scheme_of, source_kind
+from detector.sources.support import unsupported_reason
 
 if TYPE_CHECKING:
     from detector.analysis.decision import DecisionSettings
@@ -70,6 +71,9 @@ class ChannelConfig(_Model):
                 raise ValueError(f"malformed URL {redact(v)!r}: {exc}") from None
             if not parts.netloc:
                 raise ValueError(f"URL has no host: {redact(v)!r}")
+            why_not = unsupported_reason(scheme_of(v))
+            if why_not:
+                raise ValueError(why_not)      # accepted here and broken at run time would be worse
         return v
 
     @field_validator("realtime")

@@ -357,7 +357,8 @@ class Capture:
         for packet in source.take_data():
             cue = parse_cue(packet.payload, packet.pts)
             if cue is None:
-                self.faults.occur("bad_cue", size=len(packet.payload))
+                if packet.declared:          # other private data on an undeclared stream is not a bad cue
+                    self.faults.occur("bad_cue", size=len(packet.payload))
                 continue
             if self._seen_cues.repeat(cue.base64, self.timeline.end):
                 continue        # encoders repeat a cue several times before its splice point: announced once

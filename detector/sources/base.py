@@ -50,6 +50,7 @@ class DataPacket:
     payload: bytes
     pts: int | None            # 90 kHz ticks mod 2**33 of the packet, as the source sent it
     source_seconds: float | None
+    declared: bool = True      # on a stream declared SCTE-35 (0x86 + CUEI); False: a private-data stream that may carry it
 
 
 class Source(ABC):

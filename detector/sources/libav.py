@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 AUDIO_RATE = 16_000            # mono float32 at 16 kHz: enough for loudness, silence and speech/music
 SCALER = "AREA"                # swscale's area filter: antialiased, and as cheap as OpenCV's bilinear here
-MAX_PENDING_AUDIO = 256        # chunks kept for the capture (about 20 s of AAC frames)
+MAX_PENDING_AUDIO = 4096       # chunks waiting for the capture (AAC at 48 kHz: 87 s; the capture drains every frame)
 MAX_PENDING_DATA = 256
 
 
@@ -52,6 +52,7 @@ class LibavSource(Source):
         self._audio: Any = None
         self._resampler: Any = None
         self._data_streams: set[int] = set()
+        self._maybe_cues: set[int] = set()
         self._frames: deque[Any] = deque()
         self._frame: Any = None
         self._clock = PtsUnwrapper()
@@ -67,8 +68,15 @@ class LibavSource(Source):
 
     # -- what a kind adds
     def av_options(self) -> dict[str, str]:
-        """libav options of this kind's protocol/demuxer (strings, as av.open takes them)."""
-        return {}
+        """libav options of this kind's protocol/demuxer (strings, as av.open takes them).
+
+        A live source is probed briefly: an MPEG-TS with a data stream libav cannot name
+        (SCTE-35 remuxed as `bin_data`) otherwise keeps probing for 5 MB, which on a pipe
+        ignores the open timeout (45 s here); 500 kB / 2 s find the video, audio and cue PIDs.
+        """
+        if not self.live:
+            return {}
+        return {"probesize": "500000", "analyzeduration": "2000000"}
 
     def av_input(self) -> Any:
         """What av.open reads: the URL, or a file-like object (the relay)."""
@@ -105,6 +113,10 @@ class LibavSource(Source):
             import av.audio.resampler
             self._resampler = av.audio.resampler.AudioResampler(format="flt", layout="mono", rate=AUDIO_RATE)
         self._data_streams = {s.index for s in c.streams if is_scte35_stream(s)}
+        # an FFmpeg remux upstream rewrites SCTE-35's stream type 0x86 to private data (0x06,
+        # `bin_data`): those are read too, and what parses as a splice_info_section is a cue
+        self._maybe_cues = {s.index for s in c.streams if s.type == "data" and getattr(s, "name", None) == "bin_data"}
+        self._data_streams |= self._maybe_cues
         self.has_data = bool(self._data_streams)
         wanted = [self._video] + ([self._audio] if self._audio is not None else []) + \
                  [s for s in c.streams if s.index in self._data_streams]
@@ -218,7 +230,8 @@ class LibavSource(Source):
             if packet.size:
                 ticks = packet_ticks(packet)      # when it arrived (libav stamps sections with the PCR)
                 seconds = None if ticks is None else (self._clock.near(ticks) or ticks) / PTS_HZ
-                self._data.append(DataPacket(bytes(packet), None if ticks is None else wrap(ticks), seconds))
+                self._data.append(DataPacket(bytes(packet), None if ticks is None else wrap(ticks), seconds,
+                                             declared=packet.stream_index not in self._maybe_cues))
         return True
 
     def _decode_video(self, packet: Any) -> None:
@@ -255,6 +268,8 @@ class LibavSource(Source):
             near = self._clock.near(ticks)
             seconds = (near if near is not None else ticks) / PTS_HZ
             samples = np.concatenate([f.to_ndarray().reshape(-1) for f in out]).astype(np.float32, copy=False)
+            if len(self._audio_chunks) == MAX_PENDING_AUDIO:
+                self._fault("audio_decode_error", error="audio far ahead of its video (badly interleaved source): oldest dropped")
             self._audio_chunks.append(AudioChunk(seconds, samples))
 
     def _ticks(self, value: int | None, time_base: Fraction | None) -> int | None:

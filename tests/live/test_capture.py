@@ -19,51 +19,9 @@ from detector.analysis.audio import AudioBuffer
 from detector.analysis.clock import PTS_MODULUS
 from detector.live.capture import Capture, CaptureSettings
 from detector.live.ring import Ring
+from capturekit import Recorder, run_capture
 
 SIZE = (299, 299)
-
-
-class Recorder:
-    """A CaptureObserver that keeps what it is told (thread-safe enough for a list append)."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, tuple]] = []
-        self.lock = threading.Lock()
-
-    def _add(self, name: str, *args) -> None:
-        with self.lock:
-            self.calls.append((name, args))
-
-    def stream_up(self, generation): self._add("stream_up", generation)
-    def stream_down(self, reason): self._add("stream_down", reason)
-    def frame_captured(self, wall): self._add("frame_captured")
-    def frame_dropped(self, reason): self._add("frame_dropped", reason)
-    def reconnecting(self): self._add("reconnecting")
-    def fault(self, kind): self._add("fault", kind)
-    def decode_errors(self, count): self._add("decode_errors", count)
-    def audio_present(self, present): self._add("audio_present", present)
-    def pts_wrapped(self): self._add("pts_wrapped")
-    def upstream_cue(self, cue, stream_time): self._add("upstream_cue", cue, stream_time)
-
-    def of(self, name: str) -> list[tuple]:
-        with self.lock:
-            return [a for n, a in self.calls if n == name]
-
-
-def run_capture(path: Path, until, timeout: float = 30.0, **settings) -> tuple[Recorder, Ring, AudioBuffer]:
-    """Capture `path` (a file, read once at full speed) until `until(recorder)` or the first reconnect."""
-    rec, ring, audio = Recorder(), Ring(2000, (*SIZE, 3)), AudioBuffer()
-    cap = Capture("t", CaptureSettings(source=str(path), reconnect_initial=30, reconnect_max=30, **settings), ring, 5.0, SIZE,
-                  rec, audio=audio)
-    cap.start()
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline and not until(rec) and not rec.of("stream_down"):
-            time.sleep(0.05)
-    finally:
-        cap.stop()
-        cap.join(5)
-    return rec, ring, audio
 
 
 def metas(ring: Ring):
