@@ -146,6 +146,7 @@ class Capture:
         self.source_size: tuple[int, int] | None = None   # (width, height) of the last decoded picture
         self.attempt_started: float | None = None         # monotonic start of a connection attempt not yet flowing
         self._seen_cues = RecentKeys(CUE_REPEAT_SECONDS)
+        self._cues: list[UpstreamCue] = []
 
     # -- lifecycle
     def start(self) -> None:
@@ -277,6 +278,7 @@ class Capture:
             ok = source.grab()
             errors_seen = self._drain(source, clock, errors_seen)
             if not ok:
+                self._publish_cues(placed=False)
                 return self._read_ended(me, source, flowed, t_open, t_grab), flowed
             if not self._current(me):
                 return "abandoned", flowed
@@ -317,6 +319,7 @@ class Capture:
                 self.observer.stream_up(self.generation)
                 pace_start = (now_mono, placed.t_conn)
             self.observer.frame_captured(now_wall)
+            self._publish_cues(placed=source.clock == "stream")
             self._check_size(source.frame_size)
             if rate is not None:
                 off = rate.frame(now_mono)
@@ -362,11 +365,16 @@ class Capture:
                 continue
             if self._seen_cues.repeat(cue.base64, self.timeline.end):
                 continue        # encoders repeat a cue several times before its splice point: announced once
-            splice = None
-            if cue.pts is not None and source.clock == "stream":
-                splice = self._stream_time_of(cue.pts)
-            self.observer.upstream_cue(cue, splice)
+            self._cues.append(cue)
         return source.decode_errors
+
+    def _publish_cues(self, placed: bool) -> None:
+        """Cues waiting for a frame to place their splice point on the timeline (a cue may come
+        before a connection's first frame); `placed` False: publish them without it."""
+        while self._cues:
+            cue = self._cues.pop(0)
+            splice = self._stream_time_of(cue.pts) if placed and cue.pts is not None else None
+            self.observer.upstream_cue(cue, splice)
 
     def _stream_time_of(self, pts: int) -> float | None:
         """Where a PTS (a cue's splice time) lies on the channel timeline, from the newest frame."""
