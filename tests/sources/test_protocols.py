@@ -141,3 +141,24 @@ def test_a_scheme_this_install_cannot_read_is_refused_by_check_config(tmp_path, 
     proc = run_cli("check-config", "-c", cfg, env={"PATH": str(env_path)})
     assert proc.returncode == 2 and "srt://" in proc.stderr and "ffmpeg" in proc.stderr and "Traceback" not in proc.stderr, \
         proc.stderr
+
+
+def test_a_short_udp_hiccup_is_not_a_reconnect(broadcast):
+    """The sender stops for 1.5 s (shorter than the read timeout) and goes on: the capture waits in
+    libav's receive FIFO, no stream.down, no reconnect, and media time carries on."""
+    with senders.udp_sender(broadcast, exact=True) as s:
+        state: dict = {}
+
+        def until(r: Recorder) -> bool:
+            n = len(r.of("frame_captured"))
+            if n >= 50 and "paused" not in state:
+                state["paused"] = n
+                s.pause()
+                time.sleep(1.5)
+                s.resume()
+            return "paused" in state and n >= state["paused"] + 75
+
+        rec, ring, audio = run_capture(s.url, until, timeout=25, read_timeout=4, stall_seconds=8)
+    assert "paused" in state and len(rec.of("frame_captured")) >= state["paused"] + 75, rec.calls[-5:]
+    assert rec.of("stream_down") == [] and len(rec.of("stream_up")) == 1
+    check_live(rec, ring, audio, cues=True)
