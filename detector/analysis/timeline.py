@@ -25,6 +25,7 @@ from detector.analysis.clock import PTS_HZ, signed_delta
 BACKWARDS_TOLERANCE_SECONDS = 0.5   # B-frame reordering and jittery muxers move time back a little
 TIMESTAMP_JUMP_SECONDS = 5.0        # a leap forward larger than this inside a connection is a jump
 CONTINUATION_SECONDS = 120.0        # a reconnect whose PTS is within this of the last one continues its clock
+SETTLE_SECONDS = 1.5                # a clock that steps within a connection's first this-many seconds is settling
 
 
 @dataclass
@@ -63,6 +64,7 @@ class ConnectionTimeline:
         self.last: float | None = None
         self.offset: float | None = None
         self._resume_pts = channel.last_pts if resume else None   # the previous connection's last PTS, until passed
+        self._settling = True          # the connection's first SETTLE_SECONDS, before any reported break
 
     def place(self, source_seconds: float, now_wall: float, pts: int | None = None) -> Placed:
         ch = self.channel
@@ -79,8 +81,16 @@ class ConnectionTimeline:
             jump = "timestamp_reset"
         elif last is not None and t_conn > last + TIMESTAMP_JUMP_SECONDS:
             jump = "timestamp_jump"
+        if last is not None and last > SETTLE_SECONDS:
+            self._settling = False
+        if jump and self._settling:
+            # libav's RTSP demuxer re-bases its timestamps once the first RTCP sender report
+            # arrives (seen here: -1.1 s a few frames in): the clock settling, not a fault
+            self.base = source_seconds - (last + 1.0 / self.fps)
+            t_conn, jump = last + 1.0 / self.fps, None
         jumped_to = t_conn if jump else None
         if jump:
+            self._settling = False
             # the channel timeline continues from where it was plus the wall-clock gap
             self.base, t_conn, self.offset = source_seconds, 0.0, None
         if self.offset is None:

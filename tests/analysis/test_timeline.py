@@ -27,11 +27,11 @@ def test_a_reset_backwards_and_a_leap_forward_are_reported_and_time_keeps_going(
     ch = ChannelTimeline()
     conn = ch.connection(25.0)
     conn.place(50.0, 0.0)
-    conn.place(51.0, 1.0)
-    back = conn.place(2.0, 1.04)               # encoder restart: PTS back to 2 s
-    assert back.jump == "timestamp_reset" and back.jumped_from == 1.0 and back.jumped_to == -48.0
-    assert back.t > 1.0 and not back.advanced
-    nxt = conn.place(2.04, 1.08)
+    conn.place(52.0, 2.0)
+    back = conn.place(2.0, 2.04)               # encoder restart: PTS back to 2 s
+    assert back.jump == "timestamp_reset" and back.jumped_from == 2.0 and back.jumped_to == -48.0
+    assert back.t > 2.0 and not back.advanced
+    nxt = conn.place(2.04, 2.08)
     assert nxt.t > back.t and nxt.advanced
     leap = conn.place(2.04 + 60, 1.12)        # 60 s forward in 0.04 s of wall time
     assert leap.jump == "timestamp_jump" and leap.t > nxt.t and leap.t < nxt.t + 1.0
@@ -44,3 +44,19 @@ def test_small_backward_steps_are_tolerated_as_reordering():
     conn.place(10.4, 0.4)
     p = conn.place(10.2, 0.44)
     assert p.jump is None and not p.advanced
+
+
+def test_a_clock_that_steps_in_the_first_second_of_a_connection_is_settling_not_a_reset():
+    """libav's RTSP re-bases its timestamps when the first RTCP report arrives (about -1.1 s)."""
+    ch = ChannelTimeline()
+    conn = ch.connection(25.0)
+    for i in range(10):
+        conn.place(i / 25, 100.0 + i / 25)
+    p = conn.place(10 / 25 - 1.1, 100.4)
+    assert p.jump is None and abs(p.t - 0.4) < 1e-9 and p.advanced
+    q = conn.place(11 / 25 - 1.1, 100.44)
+    assert q.jump is None and abs(q.t - 0.44) < 1e-9
+    for i in range(12, 80):
+        conn.place(i / 25 - 1.1, 100.0 + i / 25)
+    later = conn.place(-5.0, 103.2)                      # seconds in, the same kind of step is a reset
+    assert later.jump == "timestamp_reset"
