@@ -15,6 +15,8 @@ after the first video frame, taken from the file's own PES headers (exact, wrap 
 
 from __future__ import annotations
 
+from detector.sources.cues import crc32_mpeg2
+
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,16 +102,6 @@ def time_signal_section(pts: int | None, segmentation_type_id: int, event_id: in
 
 # -- MPEG-TS plumbing ---------------------------------------------------------------------
 
-def _crc32_mpeg2(data: bytes) -> int:
-    crc = 0xFFFFFFFF
-    for byte in data:
-        crc ^= byte << 24
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x04C11DB7) if crc & 0x80000000 else crc << 1
-        crc &= 0xFFFFFFFF
-    return crc
-
-
 def _pid(pkt: bytes) -> int:
     return ((pkt[1] & 0x1F) << 8) | pkt[2]
 
@@ -165,7 +157,7 @@ def _with_scte35(pmt: bytes, pid: int) -> bytes:
     head = body[:7] + bytes([0xF0 | len(info) >> 8, len(info) & 0xFF])
     new_len = len(head) + len(info) + len(es) + 4
     section = bytes([pmt[0], (pmt[1] & 0xF0) | new_len >> 8, new_len & 0xFF]) + head + info + es
-    return section + _crc32_mpeg2(section).to_bytes(4, "big")
+    return section + crc32_mpeg2(section).to_bytes(4, "big")
 
 
 def _rewrite_pmt(pkt: bytes, pid: int) -> tuple[bytes, bytes]:

@@ -9,6 +9,8 @@ that PID every `cue_every` seconds of video PTS, announcing a splice `preroll` s
 
 from __future__ import annotations
 
+from detector.sources.cues import crc32_mpeg2
+
 import subprocess
 import threading
 import time
@@ -26,15 +28,6 @@ class Cue:
     splice_pts: int     # the splice point it announces
     out: bool           # cue-out (break starts) or cue-in
     event_id: int
-
-
-def _crc32_mpeg(data: bytes) -> int:
-    crc = 0xFFFFFFFF
-    for b in data:
-        crc ^= b << 24
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x04C11DB7) & 0xFFFFFFFF if crc & 0x80000000 else (crc << 1) & 0xFFFFFFFF
-    return crc
 
 
 def _payload(pkt: bytes) -> tuple[int, bytes]:
@@ -69,7 +62,7 @@ def _with_scte35(pmt_pkt: bytes) -> bytes:
     length = len(body) + 4
     head = bytes([sec[0], (sec[1] & 0xF0) | (length >> 8), length & 0xFF])
     new = head + bytes(body)
-    new += _crc32_mpeg(new).to_bytes(4, "big")
+    new += crc32_mpeg2(new).to_bytes(4, "big")
     out = pmt_pkt[:off] + payload[:start] + new
     assert len(out) <= TS, "PMT no longer fits one packet"
     return out + b"\xff" * (TS - len(out))
@@ -240,7 +233,7 @@ class TsPacer:
                     out[s + 4] = (out[s + 4] & 0xFE) | (adj >> 32)
                     out[s + 5:s + 9] = (adj & 0xFFFFFFFF).to_bytes(4, "big")
                     n = 3 + (((out[s + 1] & 0x0F) << 8) | out[s + 2])
-                    out[s + n - 4:s + n] = _crc32_mpeg(bytes(out[s:s + n - 4])).to_bytes(4, "big")
+                    out[s + n - 4:s + n] = crc32_mpeg2(bytes(out[s:s + n - 4])).to_bytes(4, "big")
         return bytes(out)
 
     def chunks(self, stop: threading.Event) -> Iterator[bytes]:

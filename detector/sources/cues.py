@@ -76,7 +76,8 @@ def is_in(cue: UpstreamCue) -> bool:
     return cue.out_of_network is False and not cue.cancel and cue.command in ("splice_insert", "time_signal")
 
 
-def _crc32_mpeg2(data: bytes) -> int:
+def crc32_mpeg2(data: bytes) -> int:
+    """CRC-32/MPEG-2 (PSI tables and splice_info_sections; over a section with its CRC it is 0)."""
     crc = 0xFFFFFFFF
     for byte in data:
         crc ^= byte << 24
@@ -94,7 +95,7 @@ def section_ok(section: bytes) -> bytes | None:
     if total < _MIN_SECTION or total > len(section):
         return None
     framed = bytes(section[:total])
-    if _crc32_mpeg2(framed) != 0:          # CRC over the whole section including its CRC_32 is 0
+    if crc32_mpeg2(framed) != 0:          # CRC over the whole section including its CRC_32 is 0
         return None
     command_length = ((framed[11] & 0x0F) << 8) | framed[12]
     if command_length != 0xFFF and 14 + command_length + 2 > total - 4:

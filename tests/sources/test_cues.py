@@ -93,9 +93,9 @@ def test_random_bytes_never_raise(data: bytes, packet_pts: int | None):
 
 
 def _with_crc(body: bytes) -> bytes:
-    from detector.sources.cues import _crc32_mpeg2
+    from detector.sources.cues import crc32_mpeg2
 
-    return body + _crc32_mpeg2(body).to_bytes(4, "big")
+    return body + crc32_mpeg2(body).to_bytes(4, "big")
 
 
 @settings(max_examples=300, deadline=None)
