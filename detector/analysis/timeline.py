@@ -52,6 +52,7 @@ class Placed:
     jumped_to: float | None    # ... and where the source's clock said it went
     advanced: bool           # new media time (what the stall watchdog wants to see)
     replayed: bool = False   # a reconnect delivered this frame (same PTS) before: skip it
+    settling: bool = False   # the jump is the source's clock settling at the start of a connection: no fault
 
 
 class ConnectionTimeline:
@@ -83,11 +84,10 @@ class ConnectionTimeline:
             jump = "timestamp_jump"
         if last is not None and last > SETTLE_SECONDS:
             self._settling = False
-        if jump and self._settling:
-            # libav's RTSP demuxer re-bases its timestamps once the first RTCP sender report
-            # arrives (seen here: -1.1 s a few frames in): the clock settling, not a fault
-            self.base = source_seconds - (last + 1.0 / self.fps)
-            t_conn, jump = last + 1.0 / self.fps, None
+        # libav's RTSP demuxer re-bases its timestamps once the first RTCP sender report arrives
+        # (seen here: -1.1 s a few frames in): the clock settling, re-anchored like a reset (the
+        # frames before carry PTS that no longer match) but not a fault
+        settling = bool(jump) and self._settling
         jumped_to = t_conn if jump else None
         if jump:
             self._settling = False
@@ -102,7 +102,7 @@ class ConnectionTimeline:
         ch.end, ch.wall = max(ch.end, t), now_wall
         if pts is not None:
             ch.last_pts = pts
-        return Placed(t_conn, t, jump, last if jump else None, jumped_to, advanced)
+        return Placed(t_conn, t, jump, last if jump else None, jumped_to, advanced, settling=settling)
 
     def _anchor(self, t_conn: float, now_wall: float, pts: int | None) -> float:
         ch = self.channel

@@ -301,8 +301,12 @@ class Capture:
                 continue
             if placed.jump:
                 # encoder restart / PTS reset (or a leap): a fresh window starts, pacing restarts
-                self.faults.occur(placed.jump, from_s=placed.jumped_from, to_s=placed.jumped_to)
-                self.observer.frame_dropped("timestamp_jump")
+                if placed.settling:
+                    log.debug("source clock settled at connection start channel=%s from_s=%.2f to_s=%.2f", self.channel,
+                              placed.jumped_from, placed.jumped_to)
+                else:
+                    self.faults.occur(placed.jump, from_s=placed.jumped_from, to_s=placed.jumped_to)
+                    self.observer.frame_dropped("timestamp_jump")
                 sampler.reset()
                 self._new_generation()
                 if pace_start is not None:
