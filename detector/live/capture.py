@@ -66,11 +66,10 @@ class RecentKeys:
         self._seen: dict[str, float] = {}
 
     def repeat(self, key: str, now: float) -> bool:
-        last = self._seen.get(key)
-        self._seen[key] = now
+        last = self._seen.pop(key, None)
+        self._seen[key] = now                  # re-inserted: the dict stays in order of last sight
         if len(self._seen) > self.capacity:
-            for old in [k for k, t in self._seen.items() if now - t > self.window][: len(self._seen)] or [next(iter(self._seen))]:
-                self._seen.pop(old, None)
+            del self._seen[next(iter(self._seen))]     # the key seen longest ago
         return last is not None and 0 <= now - last <= self.window
 
 
