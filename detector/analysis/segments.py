@@ -24,6 +24,10 @@ class Segment:
     label: str
     is_ad: bool
     confidence: float = 1.0
+    # An ad segment taken back after its start was published: the break-structure rules
+    # (a break shorter than the configured minimum) decided it was no break. Its end is a
+    # withdrawal, so the events cancel its SCTE-35 event instead of sending a cue-in.
+    withdrawn: bool = False
 
     @property
     def duration(self) -> float:
