@@ -267,6 +267,15 @@ def main(argv: list[str] | None = None) -> int:
     from detector.sources.video import quiet_native_logs
 
     quiet_native_logs()
+    code = _call(args)
+    if args.func is cmd_run:
+        from detector.util.exitguard import leave
+
+        return leave(code)
+    return code
+
+
+def _call(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args) or 0)
     except UsageError as exc:
