@@ -73,9 +73,10 @@ class PtsMarks:
     A boundary is placed on the media timeline, usually on an analysed frame, sometimes
     between two; its PTS is the nearest earlier mark's plus the elapsed time, modulo 2**33.
     Bounded, since a daemon runs for months; a mark older than the oldest kept is None.
+    `capacity=None` keeps every mark (offline: a recording is finite).
     """
 
-    def __init__(self, capacity: int = 4096):
+    def __init__(self, capacity: int | None = 4096):
         self._times: deque[float] = deque(maxlen=capacity)
         self._pts: deque[int | None] = deque(maxlen=capacity)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from detector.analysis.clock import PtsMarks
 from detector.model.bundle import Bundle
 from detector.analysis.decision import DecisionSettings
 from detector.analysis.engine import ChannelEngine, Transition
@@ -44,6 +45,13 @@ class Analysis:
     total_frames: int
     report: DecodeReport
     timings: dict[str, float] = field(default_factory=dict)
+    # (media time, source PTS) of every analysed frame: a boundary's PTS for the SCTE-35 formats
+    pts_marks: PtsMarks = field(default_factory=lambda: PtsMarks(capacity=None))
+
+    @property
+    def first_pts(self) -> int | None:
+        """The first frame's PTS (90 kHz, mod 2**33): where the recording's own clock starts."""
+        return self.report.first_pts
 
     @property
     def p_ad(self) -> np.ndarray:
@@ -67,6 +75,7 @@ def analyse(video: Path, bundle: Bundle, models: Models, decision: DecisionSetti
     times: list[float] = []
     probs: list[np.ndarray] = []
     transitions: list[Transition] = []
+    marks = PtsMarks(capacity=None)          # a recording is finite: keep every mark
     timings = {"decode_resize_s": 0.0, "backbone_s": 0.0, "sequence_decision_s": 0.0}
     bar = tqdm(total=info.frame_count or None, desc=video.name[-30:], unit="frame", disable=not progress,
                file=sys.stderr, dynamic_ncols=True)
@@ -80,6 +89,7 @@ def analyse(video: Path, bundle: Bundle, models: Models, decision: DecisionSetti
         t1 = time.perf_counter()
         timings["backbone_s"] += t1 - t0
         for frame, feat in zip(batch, feats):
+            marks.add(frame.media_time, frame.pts)
             result, change = engine.push(frame.media_time, feat, frame.stats, frame.audio)
             if result is not None:
                 times.append(result.time)
@@ -104,4 +114,4 @@ def analyse(video: Path, bundle: Bundle, models: Models, decision: DecisionSetti
                          f"{bundle.window_frames / bundle.analysis_fps:.1f} s")
     engine.finish(duration)
     return Analysis(video, list(bundle.classes), list(bundle.ad_classes), np.asarray(times), np.stack(probs), engine.segments,
-                    transitions, duration, fps, report.frames_decoded, report, timings)
+                    transitions, duration, fps, report.frames_decoded, report, timings, marks)

@@ -10,6 +10,7 @@ import logging
 import sys
 from pathlib import Path
 
+from detector.errors import UsageError
 from detector.model.bundle import Bundle, load_bundle
 from detector.model.models import Models
 from detector.offline.analyse import analyse, default_providers
@@ -32,17 +33,23 @@ def _check_video_arg(video: str) -> Path:
 
 
 def classify_command(args: argparse.Namespace) -> int:
-    from detector.offline.formats import FORMATS, check_formats, ensure_writable_dir, write_outputs
+    from detector.offline.cues import plan_cues
+    from detector.offline.formats import DEFAULT_FORMATS, check_formats, ensure_writable_dir, write_outputs
 
     video = _check_video_arg(args.video)
-    formats = check_formats(args.formats or FORMATS)
+    formats = check_formats(args.formats or DEFAULT_FORMATS)
+    preroll = float(args.preroll_seconds)
+    if not (preroll >= 0 and preroll < 3600):
+        raise UsageError(f"--preroll-seconds must be between 0 and 3600 seconds, got {args.preroll_seconds}")
     out_dir = Path(args.output)
     bundle = load_bundle(Path(args.model))   # a bad bundle is refused before OUT_DIR is created
     ensure_writable_dir(out_dir)
     models = _models(bundle, args)
     result = analyse(video, bundle, models, progress=not args.no_progress)
+    cue_plan = plan_cues(result.segments, result.pts_marks.pts_at, result.first_pts, video.stem, preroll)
     written = write_outputs(out_dir, video.stem, result.segments, result.times, result.probs, result.classes,
-                            result.ad_classes, result.fps, result.total_frames, result.duration, formats)
+                            result.ad_classes, result.fps, result.total_frames, result.duration, formats,
+                            cue_plan=cue_plan)
     if args.annotate:
         from detector.offline.annotate import write_annotated
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 import os
 import tempfile
@@ -23,10 +24,21 @@ import numpy as np
 
 from detector.errors import RuntimeFailure, UsageError
 from detector.util.fsutil import atomic_write_text
+from detector.analysis.clock import PTS_HZ, PTS_MODULUS
 from detector.analysis.segments import Segment, edl_text
+from detector.offline.cues import CuePlan
+
+log = logging.getLogger(__name__)
 
 #: Names accepted by `classify --formats`, in the order files are written.
-FORMATS: tuple[str, ...] = ("json", "edl", "txt", "ffmeta", "csv", "png")
+FORMATS: tuple[str, ...] = ("json", "edl", "txt", "ffmeta", "csv", "png", "scte35", "dash")
+
+#: What `classify` writes without `--formats`: the media-centre files. The broadcast formats
+#: (SCTE-35 sidecar, DASH EventStream) are asked for by name (CONTRACT.md "Offline outputs").
+DEFAULT_FORMATS: tuple[str, ...] = ("json", "edl", "txt", "ffmeta", "csv", "png")
+
+#: Formats that speak the recording's own PTS clock: skipped (with one log line) without it.
+CUE_FORMATS: frozenset[str] = frozenset({"scte35", "dash"})
 
 #: File name suffix (after NAME) of each format.
 SUFFIXES: dict[str, str] = {
@@ -36,6 +48,8 @@ SUFFIXES: dict[str, str] = {
     "ffmeta": ".ffmeta",
     "csv": ".probabilities.csv",
     "png": ".timeline.png",
+    "scte35": ".scte35.txt",
+    "dash": ".eventstream.xml",
 }
 
 #: Comskip writes exactly this separator line (19 dashes) after its header.
@@ -175,6 +189,57 @@ def probabilities_csv(times: Sequence[float], probs: np.ndarray, classes: Sequen
     return buf.getvalue()
 
 
+def scte35_sidecar(plan: CuePlan) -> str:
+    """`NAME.scte35.txt`: the sidecar threefive's injector (`scte35inject`) and x9k3 read.
+
+    One `INSERT_PTS_SECONDS,BASE64` line per cue, in stream order: a splice_insert cue-out at
+    each ad start and a cue-in with the same splice_event_id at its end. The cue's pts_time
+    is the boundary frame's PTS; the line's PTS (seconds on the same 90 kHz clock, mod 2**33,
+    6 decimals: exact to the tick) is where to insert it, the preroll earlier where the
+    recording allows. No comments or header: both tools take every non-blank line as a cue.
+    """
+    return "".join(f"{c.insert_pts / PTS_HZ:.6f},{c.cue.base64}\n" for c in plan.cues)
+
+
+#: The SCTE 214-1 / DASH-IF scheme for a SCTE-35 cue carried as base64 in an Event.
+SCTE35_SCHEME = "urn:scte:scte35:2014:xml+bin"
+SCTE35_XML_NS = "http://www.scte.org/schemas/35/2016"
+DASH_NS = "urn:mpeg:dash:schema:mpd:2011"
+
+
+def dash_eventstream(plan: CuePlan) -> str:
+    """`NAME.eventstream.xml`: a DASH `EventStream` to paste into the MPD's `Period`.
+
+    `timescale="90000"` and `presentationTime` on the recording's own PTS clock, unwrapped
+    (first frame's PTS + elapsed ticks, so times keep increasing across a 33-bit wrap, as a
+    packager that keeps source timestamps writes them); `presentationTimeOffset` is the first
+    frame's PTS, so a Period starting at the recording's first frame places every Event right
+    (Period time = presentationTime - presentationTimeOffset). Each Event carries the cue as
+    `<scte35:Signal><scte35:Binary>` (SCTE 214-1 xml+bin); a cue-out also carries the break's
+    `duration`. Event ids number the cues from 1 (DASH needs them unique; the cue-out and its
+    cue-in share the splice_event_id inside the Binary, not the Event id).
+    """
+    first = plan.first_pts or 0
+    unwrapped = [first + (c.splice_pts - first) % PTS_MODULUS for c in plan.cues]
+    lines = ['<?xml version="1.0" encoding="UTF-8"?>',
+             f'<EventStream xmlns="{DASH_NS}" xmlns:scte35="{SCTE35_XML_NS}" schemeIdUri="{SCTE35_SCHEME}" '
+             f'timescale="{PTS_HZ}" presentationTimeOffset="{first}">']
+    for i, (cue, at) in enumerate(zip(plan.cues, unwrapped)):
+        duration = ""
+        if cue.out_of_network:
+            ends = [t for c, t in zip(plan.cues[i + 1:], unwrapped[i + 1:])
+                    if not c.out_of_network and c.cue.event_id == cue.cue.event_id]
+            if ends:
+                duration = f' duration="{ends[0] - at}"'
+        lines += [f"  <Event presentationTime=\"{at}\"{duration} id=\"{i + 1}\">",
+                  "    <scte35:Signal>",
+                  f"      <scte35:Binary>{cue.cue.base64}</scte35:Binary>",
+                  "    </scte35:Signal>",
+                  "  </Event>"]
+    lines.append("</EventStream>")
+    return "\n".join(lines) + "\n"
+
+
 def ad_probability(probs: np.ndarray, classes: Sequence[str], ad_classes: Iterable[str]) -> np.ndarray:
     """p(ad) per row: the sum of the ad classes' probabilities (what the decision uses)."""
     arr = np.asarray(probs, dtype=np.float64)
@@ -229,8 +294,9 @@ def write_outputs(
     fps: float,
     total_frames: int,
     duration: float,
-    formats: Iterable[str] = FORMATS,
+    formats: Iterable[str] = DEFAULT_FORMATS,
     truth: list[Segment] | None = None,
+    cue_plan: CuePlan | None = None,
 ) -> list[Path]:
     """Write `classify`'s files for one recording into `out_dir`; return the paths written.
 
@@ -239,6 +305,9 @@ def write_outputs(
     an unknown format or an unusable directory is a `UsageError` (exit 2) and no file
     appears. A failure after that (disk full) is a `RuntimeFailure`; files written
     before it are complete, never truncated. `truth`, if given, is drawn on the timeline.
+    `cue_plan` feeds the SCTE-35 formats; a recording without a PTS clock (the plan says
+    why) gets no such file, and one log line says so: a cue on an invented clock would
+    splice at the wrong place.
     """
     chosen = check_formats(formats)
     if not name or "/" in name or os.sep in name or name in (".", ".."):
@@ -250,6 +319,10 @@ def write_outputs(
     written: list[Path] = []
     for fmt in chosen:
         path = out_dir / f"{name}{SUFFIXES[fmt]}"
+        if fmt in CUE_FORMATS and (cue_plan is None or cue_plan.missing):
+            reason = cue_plan.missing if cue_plan is not None else "no cue plan was made"
+            log.warning("format skipped format=%s file=%s reason=%s", fmt, path, json.dumps(reason))
+            continue
         try:
             if fmt == "json":
                 atomic_write_text(path, segments_json(segments))
@@ -261,6 +334,12 @@ def write_outputs(
                 atomic_write_text(path, ffmetadata(segments, title=name))
             elif fmt == "csv":
                 atomic_write_text(path, probabilities_csv(times, probs, classes))
+            elif fmt == "scte35":
+                assert cue_plan is not None
+                atomic_write_text(path, scte35_sidecar(cue_plan))
+            elif fmt == "dash":
+                assert cue_plan is not None
+                atomic_write_text(path, dash_eventstream(cue_plan))
             elif fmt == "png":
                 from detector.offline.timeline import render_timeline  # matplotlib only when asked for
 

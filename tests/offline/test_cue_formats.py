@@ -1,0 +1,117 @@
+"""The SCTE-35 sidecar and the DASH EventStream, read the way their consumers read them:
+threefive decodes every cue, ElementTree parses the EventStream. Pure: no video here (the
+end-to-end run over a real recording is tests/offline/test_classify_cues.py)."""
+
+from __future__ import annotations
+
+import logging
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+from threefive import Cue
+
+from detector.analysis.clock import PTS_HZ, PTS_MODULUS, PtsMarks
+from detector.analysis.segments import Segment
+from detector.offline import formats
+from detector.offline.cues import plan_cues
+
+SCTE_NS = "{http://www.scte.org/schemas/35/2016}"
+DASH_NS = "{urn:mpeg:dash:schema:mpd:2011}"
+
+# a programme, a break from 2 s (closer to the start than the preroll) to 20 s, programme,
+# a second break from 40 s to 55.5 s, and the recording ends 60 s in
+SEGMENTS = [Segment(0.0, 2.0, "football", False), Segment(2.0, 20.0, "commercial", True),
+            Segment(20.0, 40.0, "football", False), Segment(40.0, 55.5, "commercial", True),
+            Segment(55.5, 60.0, "football", False)]
+
+
+def marks_from(first_pts: int, seconds: float = 60.0, fps: float = 5.0) -> PtsMarks:
+    """Analysed frames at `fps` on a clock starting at `first_pts` (wrapping mod 2**33)."""
+    marks = PtsMarks(capacity=None)
+    for i in range(int(seconds * fps)):
+        marks.add(i / fps, (first_pts + round(i / fps * PTS_HZ)) % PTS_MODULUS)
+    return marks
+
+
+def decode(b64: str) -> Cue:
+    cue = Cue(b64)
+    cue.decode()
+    return cue
+
+
+@pytest.mark.parametrize("first_pts", [900_000, PTS_MODULUS - 10 * PTS_HZ], ids=["plain", "wraps-inside-the-break"])
+def test_sidecar_cues_splice_at_the_boundary_pts_and_insert_a_preroll_earlier(first_pts: int) -> None:
+    plan = plan_cues(SEGMENTS, marks_from(first_pts).pts_at, first_pts, "show", preroll_seconds=4.0)
+    text = formats.scte35_sidecar(plan)
+    lines = text.splitlines()
+    assert len(lines) == 4 and text.endswith("\n")
+    boundaries = [(2.0, True), (20.0, False), (40.0, True), (55.5, False)]
+    ids = []
+    for line, (t, out) in zip(lines, boundaries):
+        insert, b64 = line.split(",")
+        cue = decode(b64)
+        cmd = cue.command
+        splice = (first_pts + round(t * PTS_HZ)) % PTS_MODULUS
+        assert cmd.command_type == 5 and cmd.out_of_network_indicator is out
+        assert round(cmd.pts_time * PTS_HZ) == splice
+        assert cue.info_section.pts_adjustment == 0
+        # insert PTS: 4 s earlier, except the first cue, which only has 2 s of stream before it
+        ahead = min(4.0, t)
+        assert round(float(insert) * PTS_HZ) == (splice - round(ahead * PTS_HZ)) % PTS_MODULUS
+        ids.append(cmd.splice_event_id)
+    assert ids[0] == ids[1] != ids[2] == ids[3]
+    # the same recording name gives the same ids again (a re-run replaces, not duplicates)
+    again = plan_cues(SEGMENTS, marks_from(first_pts).pts_at, first_pts, "show", 4.0)
+    assert [c.cue.event_id for c in again.cues] == ids
+
+
+def test_zero_preroll_inserts_at_the_splice_point() -> None:
+    plan = plan_cues(SEGMENTS, marks_from(0).pts_at, 0, "show", preroll_seconds=0.0)
+    assert [c.insert_pts for c in plan.cues] == [c.splice_pts for c in plan.cues]
+    with pytest.raises(ValueError):
+        plan_cues(SEGMENTS, marks_from(0).pts_at, 0, "show", preroll_seconds=-1.0)
+
+
+def test_eventstream_parses_and_every_binary_decodes_on_the_unwrapped_clock() -> None:
+    first = PTS_MODULUS - 10 * PTS_HZ               # the 33-bit clock wraps 10 s in
+    plan = plan_cues(SEGMENTS, marks_from(first).pts_at, first, "show", 4.0)
+    root = ET.fromstring(formats.dash_eventstream(plan))
+    assert root.tag == f"{DASH_NS}EventStream"
+    assert root.get("schemeIdUri") == "urn:scte:scte35:2014:xml+bin"
+    assert root.get("timescale") == "90000" and root.get("presentationTimeOffset") == str(first)
+    events = root.findall(f"{DASH_NS}Event")
+    assert len(events) == 4
+    assert len({e.get("id") for e in events}) == 4
+    times = [int(e.get("presentationTime")) for e in events]
+    assert times == [first + round(t * PTS_HZ) for t in (2.0, 20.0, 40.0, 55.5)]     # keeps increasing past 2**33
+    assert int(events[0].get("duration")) == 18 * PTS_HZ and int(events[2].get("duration")) == round(15.5 * PTS_HZ)
+    assert events[1].get("duration") is None
+    for event, at in zip(events, times):
+        binary = event.find(f"{SCTE_NS}Signal/{SCTE_NS}Binary")
+        cue = decode(binary.text)
+        assert round(cue.command.pts_time * PTS_HZ) == at % PTS_MODULUS
+        # threefive also takes the Signal element itself, as a DASH client hands it over
+        signal = decode(ET.tostring(event.find(f"{SCTE_NS}Signal"), encoding="unicode"))
+        assert signal.command.splice_event_id == cue.command.splice_event_id
+
+
+def test_no_ads_gives_empty_files_and_no_pts_skips_the_cue_formats(tmp_path: Path, caplog) -> None:
+    programme = [Segment(0.0, 60.0, "football", False)]
+    plan = plan_cues(programme, marks_from(0).pts_at, 0, "show")
+    assert formats.scte35_sidecar(plan) == ""
+    assert ET.fromstring(formats.dash_eventstream(plan)).findall(f"{DASH_NS}Event") == []
+
+    no_clock = plan_cues(SEGMENTS, lambda t: None, None, "show")
+    assert no_clock.cues == () and "no presentation timestamps" in no_clock.missing
+    times = np.arange(10) * 1.0
+    probs = np.tile([0.5, 0.5], (10, 1))
+    with caplog.at_level(logging.WARNING):
+        written = formats.write_outputs(tmp_path, "show", SEGMENTS, times, probs, ["football", "commercial"],
+                                        ["commercial"], 25.0, 1500, 60.0, formats=["edl", "scte35", "dash"],
+                                        cue_plan=no_clock)
+    assert [p.name for p in written] == ["show.edl"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["show.edl"]
+    skipped = [r.getMessage() for r in caplog.records if "format skipped" in r.getMessage()]
+    assert len(skipped) == 2 and all("no presentation timestamps" in m for m in skipped)
