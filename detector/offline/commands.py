@@ -41,6 +41,10 @@ def classify_command(args: argparse.Namespace) -> int:
     preroll = float(args.preroll_seconds)
     if not (preroll >= 0 and preroll < 3600):
         raise UsageError(f"--preroll-seconds must be between 0 and 3600 seconds, got {args.preroll_seconds}")
+    if "hls" in formats:
+        from detector.offline.hls import check_mpegts
+
+        check_mpegts(video)
     out_dir = Path(args.output)
     bundle = load_bundle(Path(args.model))   # a bad bundle is refused before OUT_DIR is created
     ensure_writable_dir(out_dir)
@@ -49,7 +53,7 @@ def classify_command(args: argparse.Namespace) -> int:
     cue_plan = plan_cues(result.segments, result.pts_marks.pts_at, result.first_pts, video.stem, preroll)
     written = write_outputs(out_dir, video.stem, result.segments, result.times, result.probs, result.classes,
                             result.ad_classes, result.fps, result.total_frames, result.duration, formats,
-                            cue_plan=cue_plan)
+                            cue_plan=cue_plan, video=video)
     if args.annotate:
         from detector.offline.annotate import write_annotated
 

@@ -31,14 +31,14 @@ from detector.offline.cues import CuePlan
 log = logging.getLogger(__name__)
 
 #: Names accepted by `classify --formats`, in the order files are written.
-FORMATS: tuple[str, ...] = ("json", "edl", "txt", "ffmeta", "csv", "png", "scte35", "dash")
+FORMATS: tuple[str, ...] = ("json", "edl", "txt", "ffmeta", "csv", "png", "scte35", "dash", "hls")
 
 #: What `classify` writes without `--formats`: the media-centre files. The broadcast formats
 #: (SCTE-35 sidecar, DASH EventStream) are asked for by name (CONTRACT.md "Offline outputs").
 DEFAULT_FORMATS: tuple[str, ...] = ("json", "edl", "txt", "ffmeta", "csv", "png")
 
 #: Formats that speak the recording's own PTS clock: skipped (with one log line) without it.
-CUE_FORMATS: frozenset[str] = frozenset({"scte35", "dash"})
+CUE_FORMATS: frozenset[str] = frozenset({"scte35", "dash", "hls"})
 
 #: File name suffix (after NAME) of each format.
 SUFFIXES: dict[str, str] = {
@@ -50,6 +50,7 @@ SUFFIXES: dict[str, str] = {
     "png": ".timeline.png",
     "scte35": ".scte35.txt",
     "dash": ".eventstream.xml",
+    "hls": ".m3u8",
 }
 
 #: Comskip writes exactly this separator line (19 dashes) after its header.
@@ -240,6 +241,23 @@ def dash_eventstream(plan: CuePlan) -> str:
     return "\n".join(lines) + "\n"
 
 
+def hls_text(video: Path, out_dir: Path, plan: CuePlan, duration: float) -> str:
+    """`NAME.m3u8`: byte ranges of the MPEG-TS recording with the breaks as HLS cue tags
+    (detector.offline.hls); the recording is referred to relative to the playlist."""
+    from datetime import datetime, timedelta, timezone
+    from urllib.parse import quote
+
+    from detector.offline.hls import hls_playlist, plan_segments, scan_ts
+
+    video = Path(video)
+    keyframes = scan_ts(video, plan.first_pts or 0)
+    size = video.stat().st_size
+    segments = plan_segments(keyframes, plan, duration, size)
+    uri = quote(os.path.relpath(video.resolve(), Path(out_dir).resolve()).replace(os.sep, "/"))
+    start = datetime.fromtimestamp(video.stat().st_mtime, timezone.utc) - timedelta(seconds=duration)
+    return hls_playlist(segments, plan, uri, start)
+
+
 def ad_probability(probs: np.ndarray, classes: Sequence[str], ad_classes: Iterable[str]) -> np.ndarray:
     """p(ad) per row: the sum of the ad classes' probabilities (what the decision uses)."""
     arr = np.asarray(probs, dtype=np.float64)
@@ -297,6 +315,7 @@ def write_outputs(
     formats: Iterable[str] = DEFAULT_FORMATS,
     truth: list[Segment] | None = None,
     cue_plan: CuePlan | None = None,
+    video: Path | None = None,
 ) -> list[Path]:
     """Write `classify`'s files for one recording into `out_dir`; return the paths written.
 
@@ -307,7 +326,8 @@ def write_outputs(
     before it are complete, never truncated. `truth`, if given, is drawn on the timeline.
     `cue_plan` feeds the SCTE-35 formats; a recording without a PTS clock (the plan says
     why) gets no such file, and one log line says so: a cue on an invented clock would
-    splice at the wrong place.
+    splice at the wrong place. `video` (an MPEG-TS recording) is what the hls playlist's
+    byte ranges point into, by a path relative to `out_dir`.
     """
     chosen = check_formats(formats)
     if not name or "/" in name or os.sep in name or name in (".", ".."):
@@ -340,6 +360,12 @@ def write_outputs(
             elif fmt == "dash":
                 assert cue_plan is not None
                 atomic_write_text(path, dash_eventstream(cue_plan))
+            elif fmt == "hls":
+                assert cue_plan is not None
+                if video is None:
+                    log.warning("format skipped format=hls file=%s reason=%s", path, json.dumps("no recording given"))
+                    continue
+                atomic_write_text(path, hls_text(video, out_dir, cue_plan, duration))
             elif fmt == "png":
                 from detector.offline.timeline import render_timeline  # matplotlib only when asked for
 
