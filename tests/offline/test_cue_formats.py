@@ -115,3 +115,21 @@ def test_no_ads_gives_empty_files_and_no_pts_skips_the_cue_formats(tmp_path: Pat
     assert sorted(p.name for p in tmp_path.iterdir()) == ["show.edl"]
     skipped = [r.getMessage() for r in caplog.records if "format skipped" in r.getMessage()]
     assert len(skipped) == 2 and all("no presentation timestamps" in m for m in skipped)
+
+
+def test_cli_refuses_hls_for_a_non_ts_recording_and_a_negative_preroll(tmp_path: Path) -> None:
+    """Checked before any model loads or file is written: one line, exit 2."""
+    import subprocess
+
+    from conftest import assert_usage_error, run_cli
+
+    clip = tmp_path / "clip.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x48:duration=1", str(clip)],
+                   check=True, timeout=60)
+    out = tmp_path / "out"
+    proc = run_cli("classify", clip, "-m", tmp_path / "no-bundle", "-o", out, "--formats", "hls", "--no-progress")
+    assert_usage_error(proc, "clip.mp4", "MPEG-TS", "ffmpeg -i clip.mp4 -c copy -f mpegts")
+    proc = run_cli("classify", clip, "-m", tmp_path / "no-bundle", "-o", out, "--formats", "scte35",
+                   "--preroll-seconds", "-1", "--no-progress")
+    assert_usage_error(proc, "--preroll-seconds")
+    assert not out.exists()
