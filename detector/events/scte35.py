@@ -71,12 +71,16 @@ def splice_event_id(segment_id: str) -> int:
     return zlib.crc32(segment_id.encode("utf-8")) & 0xFFFFFFFF
 
 
-def splice_insert(event_id: int, out_of_network: bool, pts: int | None, *, cancel: bool = False) -> Scte35Cue:
+def splice_insert(event_id: int, out_of_network: bool, pts: int | None, *, cancel: bool = False,
+                  break_duration: int | None = None) -> Scte35Cue:
     """A splice_insert for one ad boundary (`out_of_network` True at the start, False at the end).
 
     `pts` is the boundary frame's source PTS in 90 kHz ticks (taken mod 2**33); None, as for a
     capture card that has no clock, makes it an immediate splice. `cancel` withdraws an
     announced event: SCTE 35 then sends only the event id and the cancel flag.
+    `break_duration` (90 kHz ticks) is for a cue-out whose break length is known, as offline:
+    it is sent with auto_return off (the cue-in still ends the break). x9k3 and HLS
+    packagers need it for `#EXT-X-CUE-OUT:DURATION`; live cue-outs cannot know it.
     """
     if not 0 <= int(event_id) <= 0xFFFFFFFF:
         raise ValueError(f"splice_event_id must fit 32 bits, got {event_id}")
@@ -87,7 +91,13 @@ def splice_insert(event_id: int, out_of_network: bool, pts: int | None, *, cance
     if not cancel:
         cmd.out_of_network_indicator = bool(out_of_network)
         cmd.program_splice_flag = True
-        cmd.duration_flag = False
+        cmd.duration_flag = break_duration is not None and bool(out_of_network)
+        if cmd.duration_flag:
+            assert break_duration is not None
+            if not 0 < int(break_duration) < PTS_MODULUS:
+                raise ValueError(f"break_duration must be 1 .. 2**33-1 ticks, got {break_duration}")
+            cmd.break_auto_return = False
+            cmd.break_duration = int(break_duration) / PTS_HZ
         cmd.event_id_compliance_flag = True
         cmd.unique_program_id = 1
         cmd.avail_num = 0

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from detector.analysis.clock import PTS_HZ, signed_delta, wrap
+from detector.analysis.clock import PTS_HZ, PTS_MODULUS, signed_delta, wrap
 from detector.analysis.segments import Segment
 from detector.events.scte35 import Scte35Cue, splice_event_id, splice_insert
 
@@ -65,7 +65,8 @@ def insert_point(splice_pts: int, first_pts: int, preroll_seconds: float) -> int
 
 def plan_cues(segments: Sequence[Segment], pts_at: Callable[[float], int | None], first_pts: int | None, name: str,
               preroll_seconds: float = DEFAULT_PREROLL_SECONDS) -> CuePlan:
-    """A cue-out at each ad segment's start and a cue-in with the same event id at its end.
+    """A cue-out at each ad segment's start (with the break's duration) and a cue-in with the
+    same event id at its end.
 
     The event id is `splice_event_id(f"{name}-{n}")` (n = the ad segment's number), stable for
     a recording classified twice. A recording without PTS (rare: some raw or broken files) has
@@ -79,11 +80,17 @@ def plan_cues(segments: Sequence[Segment], pts_at: Callable[[float], int | None]
     ads = [s for s in segments if s.is_ad and not s.withdrawn]
     for n, seg in enumerate(ads, start=1):
         event_id = splice_event_id(f"{name}-{n}")
-        for time, out in ((seg.start, True), (seg.end, False)):
-            pts = pts_at(time)
+        start, end = pts_at(seg.start), pts_at(seg.end)
+        for time, pts in ((seg.start, start), (seg.end, end)):
             if pts is None:
                 return CuePlan((), first_pts, preroll_seconds,
                                f"no presentation timestamp (PTS) at {time:.2f} s of the recording")
-            cues.append(OfflineCue(n, float(time), insert_point(pts, first_pts, preroll_seconds),
-                                   splice_insert(event_id, out, pts)))
+        assert start is not None and end is not None
+        # offline the break's length is known: the cue-out says so (x9k3 and HLS packagers
+        # need it for #EXT-X-CUE-OUT:DURATION); auto_return stays off, the cue-in ends it
+        length = (end - start) % PTS_MODULUS
+        cues.append(OfflineCue(n, float(seg.start), insert_point(start, first_pts, preroll_seconds),
+                               splice_insert(event_id, True, start, break_duration=length or None)))
+        cues.append(OfflineCue(n, float(seg.end), insert_point(end, first_pts, preroll_seconds),
+                               splice_insert(event_id, False, end)))
     return CuePlan(tuple(cues), first_pts, preroll_seconds)

@@ -2,7 +2,8 @@
 threefive decodes every cue at the boundary frame's PTS (ffprobe's), threefive's injector
 (`scte35inject`) takes the sidecar with the recording and its output carries the cues on a SCTE-35
 PID (ffprobe sees it, threefive reads them back), the DASH EventStream parses and decodes, the
-HLS playlist reads back with the `m3u8` parser and FFmpeg plays it.
+HLS playlist reads back with the `m3u8` parser and FFmpeg plays it, and x9k3 segments the
+recording with the break tagged from our sidecar.
 
 One 24 s generated broadcast (programme, one break from 6.48 s to 17.48 s, programme), encoded
 twice: on a plain clock, and on one that crosses the 33-bit PTS wrap 12 s in. The test model is
@@ -183,3 +184,20 @@ def test_hls_playlist_carries_the_break_in_both_tag_families_and_plays(classifie
     play = subprocess.run(["ffmpeg", "-v", "error", "-i", str(out / "plain.m3u8"), "-f", "null", "-"], capture_output=True,
                           text=True, timeout=120)
     assert play.returncode == 0 and not play.stderr.strip(), play.stderr[-2000:]
+
+
+def test_x9k3_takes_the_sidecar_and_tags_the_break_in_its_hls(classified, tmp_path: Path) -> None:
+    """x9k3 segments the recording and tags the break from our sidecar (it needs the cue-out's
+    break_duration: 1.0.39 fails on a splice_insert without one)."""
+    out, video = classified["out"], classified["plain"]
+    sidecar = tmp_path / "sidecar.txt"
+    shutil.copy(out / "plain.scte35.txt", sidecar)          # x9k3 empties the sidecar it reads too
+    cues = [decode(line.split(",")[1]) for line in (out / "plain.scte35.txt").read_text().splitlines()]
+    x9k3 = Path(sys.executable).with_name("x9k3")
+    proc = subprocess.run([str(x9k3), "-i", str(video), "-s", str(sidecar), "-o", str(tmp_path / "hls")],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, (proc.stdout[-1500:], proc.stderr[-1500:])
+    segs = m3u8.load(str(tmp_path / "hls" / "index.m3u8")).segments
+    starts = [s for s in segs if s.cue_out_start]
+    assert len(starts) == len(cues) // 2 == len([s for s in segs if s.cue_in]) >= 1
+    assert abs(float(starts[0].scte35_duration) - cues[0].command.break_duration) < 0.01

@@ -57,6 +57,11 @@ def test_sidecar_cues_splice_at_the_boundary_pts_and_insert_a_preroll_earlier(fi
         assert cmd.command_type == 5 and cmd.out_of_network_indicator is out
         assert round(cmd.pts_time * PTS_HZ) == splice
         assert cue.info_section.pts_adjustment == 0
+        if out:     # the cue-out tells the break's length (auto_return off: the cue-in ends it)
+            length = {2.0: 18.0, 40.0: 15.5}[t]
+            assert cmd.duration_flag and cmd.break_auto_return is False and cmd.break_duration == length
+        else:
+            assert not cmd.duration_flag
         # insert PTS: 4 s earlier, except the first cue, which only has 2 s of stream before it
         ahead = min(4.0, t)
         assert round(float(insert) * PTS_HZ) == (splice - round(ahead * PTS_HZ)) % PTS_MODULUS
