@@ -188,5 +188,15 @@ def hls_playlist(segments: Sequence[HlsSegment], plan: CuePlan, uri: str, start:
         elif seg.in_break is not None:
             lines.append(f"#EXT-X-CUE-OUT-CONT:ElapsedTime={seg.in_break[0]:.3f},Duration={seg.in_break[1]:.3f}")
         lines += [f"#EXTINF:{seg.duration:.3f},", f"#EXT-X-BYTERANGE:{seg.length}@{seg.offset}", uri]
+    # a break that runs to the recording's end has no segment for its cue-in: its DATERANGE
+    # (a playlist-level tag) still closes it, so a reader is not left with an open break
+    placed = {seg.cue_in.cue.event_id for seg in segments if seg.cue_in is not None}
+    for event_id, c in ends.items():
+        begin = starts.get(event_id)
+        if event_id in placed or begin is None:
+            continue
+        lines.append(f'#EXT-X-DATERANGE:ID="splice-{event_id}",START-DATE="{_date(start + timedelta(seconds=begin.time))}",'
+                     f'END-DATE="{_date(start + timedelta(seconds=c.time))}",DURATION={c.time - begin.time:.3f},'
+                     f"SCTE35-IN={c.cue.hex}")
     lines.append("#EXT-X-ENDLIST")
     return "\n".join(lines) + "\n"

@@ -138,3 +138,30 @@ def test_cli_refuses_hls_for_a_non_ts_recording_and_a_negative_preroll(tmp_path:
                    "--preroll-seconds", "-1", "--no-progress")
     assert_usage_error(proc, "--preroll-seconds")
     assert not out.exists()
+
+
+def test_hls_cuts_at_the_first_keyframe_after_each_splice_and_closes_a_break_at_the_end() -> None:
+    import datetime as dt
+
+    import m3u8
+
+    from detector.offline.hls import Keyframe, hls_playlist, plan_segments
+
+    first = 900_000
+    # a break from 2 s to 20 s, and one from 40 s running to the end (60 s)
+    segments = SEGMENTS[:3] + [Segment(40.0, 60.0, "commercial", True)]
+    plan = plan_cues(segments, marks_from(first, 61.0).pts_at, first, "show")
+    keyframes = [Keyframe(t * 1.5, int(t * 1.5 * 1000) * 188) for t in range(40)]      # every 1.5 s
+    segs = plan_segments(keyframes, plan, 60.0, 61_000 * 188)
+    text = hls_playlist(segs, plan, "show.ts", dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc))
+    playlist = m3u8.loads(text)
+    starts = [s for s in playlist.segments if s.cue_out_start]
+    assert len(starts) == 2
+    t = lambda seg: sum(s.duration for s in playlist.segments[: playlist.segments.index(seg)])  # noqa: E731
+    assert [t(s) for s in starts] == [3.0, 40.5]               # first keyframes at or after 2 s and 40 s
+    ins = [s for s in playlist.segments if s.cue_in]
+    assert [t(s) for s in ins] == [21.0]
+    assert all(s.duration <= 6.0 for s in playlist.segments)
+    # the open break is still closed by its DATERANGE (with SCTE35-IN) before the end
+    closing = text.strip().splitlines()[-2]
+    assert closing.startswith("#EXT-X-DATERANGE:") and "SCTE35-IN=0x" in closing and 'END-DATE="2026-01-01T00:01:00.000Z"' in closing
