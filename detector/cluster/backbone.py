@@ -24,8 +24,7 @@ from ray import serve
 
 log = logging.getLogger("detector.cluster.backbone")
 
-APP = "ad-detector"
-DEPLOYMENT = "Backbone"
+from detector.model.backends.ray_serve import APP, DEPLOYMENT  # noqa: E402  (the names the runner looks up)
 FRAME_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 CALLER_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 32, 64)
 
@@ -47,7 +46,7 @@ class Backbone:
                  max_batch_size: int, batch_wait_timeout_s: float) -> None:
         from prometheus_client import CollectorRegistry, Histogram
 
-        from detector.cli import setup_logging
+        from detector.util.logsetup import setup_logging
         from detector.model.bundle import load_bundle
         from detector.model.models import Models
 

@@ -122,7 +122,7 @@ class ChannelGroup:
     def __init__(self, cfg: Config, names: list[str], run_id: str, worker: str) -> None:
         for key in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
             os.environ.pop(key, None)        # only the driver speaks to systemd
-        from detector.cli import setup_logging
+        from detector.util.logsetup import setup_logging
 
         setup_logging()
         group = cfg.model_copy(update={"channels": [c for c in cfg.channels if c.name in names]})

@@ -388,9 +388,4 @@ class Daemon:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    cfg = load_config(Path(args.config), state_dir_from(os.environ))
-    if cfg.cluster is not None:
-        from detector.cluster.driver import ClusterDaemon   # Ray only loads with a cluster section
-
-        return ClusterDaemon(cfg).run()
-    return Daemon(cfg).run()
+    return Daemon(load_config(Path(args.config), state_dir_from(os.environ))).run()

@@ -26,6 +26,9 @@ from detector.model.plan import Plan
 
 log = logging.getLogger("detector.model.backends.ray_serve")
 
+APP = "ad-detector"          # the Serve application and deployment detector.cluster.backbone runs
+DEPLOYMENT = "Backbone"
+
 
 def retry_delays(first: float = 0.1, cap: float = 2.0) -> Any:
     """Backoff between attempts: doubling from `first` up to `cap` (pure generator)."""
@@ -56,8 +59,6 @@ class RayServeRunner(BackboneRunner):
     def connect(cls, caller: str, timeout: float, on_retry: Callable[[str], None] = lambda error: None) -> RayServeRunner:
         """The handle of the running backbone deployment and what its replicas run."""
         from ray import serve
-
-        from detector.cluster.backbone import APP, DEPLOYMENT
 
         handle = serve.get_deployment_handle(DEPLOYMENT, app_name=APP)
         runner = cls(handle, SessionInfo(path=Path("."), requested=[], in_use=[]), caller, timeout, on_retry)
