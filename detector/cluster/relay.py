@@ -3,7 +3,9 @@
 A worker incarnation knows only its own life: its segment numbers and media timeline start
 again when Ray restarts it. The driver keeps, per channel, what subscribers were told, so
 the one stream stays consistent across worker restarts:
-- `segment_id`s are numbered here, once per run, so a restarted worker never reuses one;
+- `segment_id`s are numbered here, once per run, so a restarted worker never reuses one, and
+  an ad segment's SCTE-35 cue is made again from the published id (its splice_event_id
+  derives from it), so cue-out and cue-in still pair up;
 - `stream_time` continues: each incarnation's media clock is shifted so that its wall-clock
   anchor matches the previous one's (a lost minute is a minute on the timeline, as with a
   reconnect in the single-process daemon);
@@ -18,6 +20,7 @@ from typing import Any
 
 from detector.analysis.boundary import STREAM_END
 from detector.events.schema import rfc3339
+from detector.live.inference_loop import segment_cue
 
 WORKER_LOST = "worker_lost"
 Event = tuple[str, str, dict[str, Any]]
@@ -61,6 +64,8 @@ class ChannelRelay:
                 return []
             f["segment_id"] = self.open["segment_id"]
             self.open = None
+        if type.startswith("segment.") and "scte35" in f:
+            f["scte35"] = segment_cue(type, f["segment_id"], f.get("pts"), bool(f.get("withdrawn"))).as_event()
         elif type == "stream.up":
             self.up = True
         elif type == "stream.down":
@@ -74,11 +79,14 @@ class ChannelRelay:
         if self.open is not None:
             start = self.open
             end = max(self.last_stream_time, float(start.get("stream_time") or 0.0))
-            out.append(("segment.end", self.name, {
+            fields = {
                 "label": start["label"], "is_ad": start["is_ad"], "confidence": start["confidence"],
                 "segment_id": start["segment_id"], "time": rfc3339(self.last_wall) if self.last_wall else start["time"],
                 "stream_time": round(end, 3), "pts": None, "boundary": STREAM_END,
-                "duration": round(end - float(start.get("stream_time") or 0.0), 3)}))
+                "duration": round(end - float(start.get("stream_time") or 0.0), 3)}
+            if start["is_ad"]:       # the cue-in that pairs with the start's cue-out (immediate: no PTS known)
+                fields["scte35"] = segment_cue("segment.end", start["segment_id"], None).as_event()
+            out.append(("segment.end", self.name, fields))
             self.open = None
         # said even when the source was already down: it tells why the next stream.up comes from a new worker
         out.append(("stream.down", self.name, {"reason": WORKER_LOST}))

@@ -297,5 +297,10 @@ def test_sigterm_stops_everything_with_one_gap_free_seq_and_a_full_journal(clust
     assert got == list(range(got[0], got[0] + len(got))), "the subscriber saw a gap in seq"
     published = {e["seq"] for e in received if e["type"] != "heartbeat"}
     assert published <= set(seqs), "an event on the wire is missing from the journal"
+    from detector.events.scte35 import splice_event_id
+
+    ads = [e for e in journal if e["type"].startswith("segment.") and e["is_ad"]]
+    assert ads and all(e["scte35"]["event_id"] == splice_event_id(e["segment_id"]) for e in ads), \
+        "an ad segment's cue does not pair with its published segment_id"
     finals = [e for e in journal if e["type"] == "segment.end" and e["boundary"] == "stream_end"]
     assert {e["channel"] for e in finals} >= {"a", "b"}     # shutdown ended the open segments

@@ -17,6 +17,7 @@ from detector.cluster.metrics import ClusterMetrics, merge_families
 from detector.cluster.relay import WORKER_LOST, ChannelRelay
 from detector.config import load_config
 from detector.errors import UsageError
+from detector.events.scte35 import splice_event_id
 from detector.live.metrics import Metrics
 from detector.model.backends.ray_serve import retry_delays
 from tests.conftest import REPO, assert_usage_error, cli_env
@@ -62,8 +63,12 @@ def test_retry_backoff_doubles_to_a_cap() -> None:
 
 
 def _start(label: str, t: float, **extra) -> dict:
-    return {"label": label, "is_ad": label == "commercial", "confidence": 0.9, "segment_id": "x-worker-1",
-            "time": "2026-01-01T00:00:00.000Z", "stream_time": t, "pts": 0, "boundary": "cut", **extra}
+    """A worker's segment event; ad segments carry a cue made from the worker's own (reused) id."""
+    fields = {"label": label, "is_ad": label == "commercial", "confidence": 0.9, "segment_id": "x-worker-1",
+              "time": "2026-01-01T00:00:00.000Z", "stream_time": t, "pts": 0, "boundary": "cut", **extra}
+    if fields["is_ad"]:
+        fields["scte35"] = {"event_id": splice_event_id("x-worker-1")}
+    return fields
 
 
 def test_relay_numbers_segments_across_worker_restarts_and_keeps_the_timeline() -> None:
@@ -83,6 +88,9 @@ def test_relay_numbers_segments_across_worker_restarts_and_keeps_the_timeline() 
                                                                              ("stream.down", WORKER_LOST, None)]
     assert lost[0][2]["segment_id"] == s2["segment_id"] and lost[0][2]["stream_time"] == 20.0
     assert lost[0][2]["duration"] == 8.0
+    # an ad segment's cue-in pairs with its cue-out: same splice_event_id, from the published id
+    assert lost[0][2]["scte35"]["event_id"] == s2["scte35"]["event_id"] == splice_event_id(s2["segment_id"])
+    assert s2["scte35"]["out_of_network"] is True and lost[0][2]["scte35"]["out_of_network"] is False
     assert r.incoming("segment.end", _start("commercial", 21.0)) == []     # nothing open any more: not repeated
 
     # the new incarnation's clock starts at 0 again, 30 s of wall time later
