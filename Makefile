@@ -36,7 +36,7 @@ $(VENV)/.train-installed: $(VENV)/bin/python pyproject.toml
 	touch $@
 
 $(VENV)/.test-installed: $(VENV)/bin/python pyproject.toml
-	$(BIN)/python -m pip install -q -e '.[train,test]'
+	$(BIN)/python -m pip install -q -e '.[train,test,cluster]'
 	touch $@ $(VENV)/.train-installed
 
 clean-demo:

@@ -14,14 +14,11 @@ from typing import Any
 
 from detector import __version__
 from detector.errors import RuntimeFailure, UsageError, need_train_extra
+from detector.util.logsetup import setup_logging
 
 log = logging.getLogger("detector")
 
 
-def setup_logging(verbose: bool = False) -> None:
-    """One line per event, key=value style, to stderr (journald picks it up)."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s", datefmt="%Y-%m-%dT%H:%M:%S%z")
 
 
 def cmd_export_backbone(args: argparse.Namespace) -> int:
@@ -79,9 +76,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from detector.live.daemon import run_command
+    """The daemon; with a `cluster` section its Ray driver (detector.cluster, built on the daemon: Ray only loads then)."""
+    import os
 
-    return run_command(args)
+    from detector.config import load_config, state_dir_from
+
+    cfg = load_config(Path(args.config), state_dir_from(os.environ))
+    if cfg.cluster is not None:
+        from detector.cluster.driver import ClusterDaemon
+
+        return ClusterDaemon(cfg).run()
+    from detector.live.daemon import Daemon
+
+    return Daemon(cfg).run()
 
 
 def cmd_classify(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ No other module reads YAML or the environment: they receive a `Config` (or a sec
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -307,6 +308,71 @@ class MetricsConfig(_Model):
         return int(_HOSTPORT_RE.match(self.bind).group("port"))  # type: ignore[union-attr]
 
 
+class BackboneDeploymentConfig(_Model):
+    """The backbone as a Ray Serve deployment (cluster section): how many replicas, on what.
+
+    `replicas` is the fixed count, or the lower bound when `max_replicas` is set (then Serve
+    autoscales between the two on queued requests). `cpus_per_replica` is what Ray reserves
+    for one replica and how many threads its ONNX Runtime session uses.
+    """
+
+    replicas: Annotated[int, Strict(), Field(ge=1, le=4096)] = 1
+    max_replicas: Annotated[int, Strict(), Field(ge=1, le=4096)] | None = None
+    gpus_per_replica: Annotated[float, Field(ge=0, le=64)] = 0
+    cpus_per_replica: Annotated[float, Field(gt=0, le=1024)] = 1
+
+    @field_validator("max_replicas")
+    @classmethod
+    def _bounds(cls, v: int | None, info: ValidationInfo) -> int | None:
+        low = info.data.get("replicas")
+        if v is not None and low is not None and v < low:
+            raise ValueError(f"max_replicas {v} is below replicas {low} (the autoscaling lower bound)")
+        return v
+
+
+_RAY_ADDRESS_RE = re.compile(r"^ray://(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(?P<port>[0-9]{1,5})$")
+
+
+def ray_missing() -> str | None:
+    """Why a `cluster` section cannot run on this install (Ray not importable), or None."""
+    try:
+        import ray  # noqa: F401  (the import is the check)
+    except ImportError as exc:
+        return f"needs Ray, which is not installed ({exc}); pip install '.[cluster]' (or pip install 'ad-detector[cluster]')"
+    return None
+
+
+class ClusterConfig(_Model):
+    """Run the pipeline on a Ray cluster (extra `[cluster]`; detector.cluster).
+
+    `address`: `local` starts a single-machine cluster owned by this process (stopped with
+    it); `auto` joins the cluster this node belongs to (`ray start` ran here); `ray://HOST:PORT`
+    joins a remote head through Ray Client. Channels are grouped `channels_per_worker` to an
+    actor; an actor that dies is restarted up to `worker_max_restarts` times (-1: always).
+    """
+
+    address: StrictStr = "local"
+    backbone: BackboneDeploymentConfig = Field(default_factory=BackboneDeploymentConfig)
+    channels_per_worker: Annotated[int, Strict(), Field(ge=1, le=4096)] = 8
+    cpus_per_worker: Annotated[float, Field(gt=0, le=1024)] = 1.0   # what Ray reserves per channel worker (decode runs there)
+    num_cpus: Annotated[int, Strict(), Field(ge=1, le=4096)] | None = None   # local only: CPUs the cluster offers (default: all)
+    node_ip: StrictStr = "127.0.0.1"          # local only: the address Ray announces for this node
+    worker_max_restarts: Annotated[int, Strict(), Field(ge=-1, le=1_000_000)] = -1
+    backbone_timeout_seconds: Seconds = 30.0  # a batch that no replica answers within this is retried, then fails the worker
+    start_timeout_seconds: Seconds = 120.0    # the deployment and every worker ready within this, or `run` exits 1
+
+    @field_validator("address")
+    @classmethod
+    def _check_address(cls, v: str) -> str:
+        if v in ("local", "auto"):
+            return v
+        m = _RAY_ADDRESS_RE.match(v)
+        if not m:
+            raise ValueError(f"expected local, auto or ray://HOST:PORT, got {v!r}")
+        _port(m.group("port"))
+        return v
+
+
 def _duplicate_name_errors(channels: Any) -> list[tuple[tuple[str | int, ...], str]]:
     """Every repeated channel name, at its later position, naming the first one.
 
@@ -341,6 +407,7 @@ class Config(_Model):
     decision: DecisionConfig = Field(default_factory=DecisionConfig)
     events: EventsConfig = Field(default_factory=EventsConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    cluster: ClusterConfig | None = None       # optional: run on Ray (detector.cluster)
 
     _source_path: Path | None = PrivateAttr(default=None)
     _state_dir: Path | None = PrivateAttr(default=None)
@@ -378,6 +445,14 @@ class Config(_Model):
             other = _tcp_endpoint(getattr(events, key))
             if mine and other and _overlap(mine, other):
                 raise _KeyedError(("bind",), f"port {mine[1]} is also used by events.{key}")
+        return v
+
+    @field_validator("cluster")
+    @classmethod
+    def _ray_installed(cls, v: ClusterConfig | None) -> ClusterConfig | None:
+        why = ray_missing() if v is not None else None
+        if why:
+            raise ValueError(why)
         return v
 
     @property

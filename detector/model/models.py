@@ -35,16 +35,24 @@ class Models:
     """
 
     def __init__(self, bundle: Bundle, providers: Sequence[str] = ("CPUExecutionProvider",), threads: int | None = None,
-                 spin: bool = True, engine: str = "onnxruntime", precision: str = "fp32", gpu: GpuOptions | None = None) -> None:
+                 spin: bool = True, engine: str = "onnxruntime", precision: str = "fp32", gpu: GpuOptions | None = None,
+                 backbone: BackboneRunner | None = None) -> None:
         self.bundle = bundle
         gpu = gpu or GpuOptions()
-        caps = openvino_capabilities() if engine in ("auto", "openvino") else None
-        self.plan: Plan = plan_backbone(engine, precision, bundle.backbone_variants, providers, available_providers(),
-                                        nvidia_driver_present(), caps, bundle.root)
-        for note in self.plan.notes:
-            log.info("backbone plan note=%r", note)
-        self.backbone: BackboneRunner = backend(self.plan.engine).open(
-            self.plan, RunSettings(threads=threads, spin=spin, gpu=gpu, input_size=bundle.input_size))
+        if backbone is not None:
+            # a runner made elsewhere (a cluster worker's remote backbone): the plan only
+            # records what it reports; the sequence model stays here, on the CPU
+            self.plan: Plan = Plan(engine=backbone.info.engine, precision=backbone.info.precision,
+                                   file=bundle.backbone_variants["fp32"], providers=("CPUExecutionProvider",))
+            self.backbone: BackboneRunner = backbone
+        else:
+            caps = openvino_capabilities() if engine in ("auto", "openvino") else None
+            self.plan = plan_backbone(engine, precision, bundle.backbone_variants, providers, available_providers(),
+                                      nvidia_driver_present(), caps, bundle.root)
+            for note in self.plan.notes:
+                log.info("backbone plan note=%r", note)
+            self.backbone = backend(self.plan.engine).open(
+                self.plan, RunSettings(threads=threads, spin=spin, gpu=gpu, input_size=bundle.input_size))
         self.backbone_info: SessionInfo = self.backbone.info
         log.info("backbone ready engine=%s precision=%s file=%s in_use=%s", self.plan.engine, self.plan.precision,
                  self.plan.file.name, ",".join(self.backbone_info.in_use))
