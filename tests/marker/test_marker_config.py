@@ -103,3 +103,33 @@ def test_a_failing_destination_is_retried_counted_and_recovers(ts_file, tmp_path
     assert target.exists() and target.stat().st_size > 0
     text = metrics.exposition().decode()
     assert metric(text, "ad_detector_marker_cues_total", channel="tv") == 1
+
+
+def test_srt_output_reaches_an_srt_listener_byte_for_byte(ts_file, tmp_path):
+    """Through Debian's ffmpeg (libsrt) as a byte relay: the far end gets exactly what was written."""
+    from detector.marker.destinations import SrtDestination
+    from detector.sources.support import ffmpeg_output_protocols
+    from senders import free_udp_port
+
+    if "srt" not in (ffmpeg_output_protocols() or ()):
+        pytest.skip("no ffmpeg with libsrt on PATH")
+    port = free_udp_port()
+    got = tmp_path / "rx.ts"
+    rx = subprocess.Popen(["ffmpeg", "-nostdin", "-loglevel", "quiet", "-y", "-f", "data", "-i",
+                           f"srt://127.0.0.1:{port}?mode=listener", "-map", "0", "-c", "copy", "-f", "data", str(got)])
+    try:
+        time.sleep(0.5)
+        dest = SrtDestination(f"srt://127.0.0.1:{port}")
+        dest.open()
+        data = ts_file.read_bytes()
+        for i in range(0, len(data), 1316 * 10):
+            dest.write(data[i:i + 1316 * 10])
+            time.sleep(0.002)
+        time.sleep(0.5)
+        dest.close()
+        rx.wait(10)
+    finally:
+        if rx.poll() is None:
+            rx.kill()
+            rx.wait()
+    assert got.read_bytes() == data
