@@ -128,6 +128,9 @@ class ChannelConfig(_Model):
             raise _KeyedError(("url",), f"an output needs an MPEG-TS input (a .ts file, udp:// or srt://); this source is "
                               f"{kind}, which the marker cannot copy packet for packet: remove `output` or feed the channel MPEG-TS")
         if kind == "file":
+            if not info.data.get("realtime"):
+                raise ValueError("an output on a file channel needs realtime: true (read at its own pace, as if live); "
+                                 "to mark a recording offline use `ad-detector classify --formats scte35`")
             if v.url == source:
                 raise _KeyedError(("url",), f"output {v.url} is the channel's own source file")
             try:

@@ -28,8 +28,9 @@ def ts_file(tmp_path_factory) -> Path:
     return path
 
 
-def config(source: str, output: str, extra: str = "") -> str:
-    return f"model: m\nchannels:\n  - name: tv\n    source: {source}\n    output:\n{output}{extra}"
+def config(source: str, output: str, extra: str = "", realtime: bool = True) -> str:
+    pace = "    realtime: true\n" if realtime and not source.startswith(("udp:", "rtsp:", "srt:")) else ""
+    return f"model: m\nchannels:\n  - name: tv\n    source: {source}\n{pace}    output:\n{output}{extra}"
 
 
 def errors(text: str, base: Path) -> dict[str, str]:
@@ -63,6 +64,8 @@ def test_refusals_name_the_key_and_what_to_do(ts_file, tmp_path):
     subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(ts_file), "-c", "copy", str(mp4)], check=True, timeout=60)
     got = errors(config(str(mp4), "      url: out.ts\n"), tmp_path)
     assert "not an MPEG-TS file" in got["channels[0].output"] and "-f mpegts" in got["channels[0].output"]
+    got = errors(config(str(ts_file), "      url: out.ts\n", realtime=False), tmp_path)
+    assert "needs realtime: true" in got["channels[0].output"]
     got = errors(config(str(ts_file), "      url: udp://127.0.0.1:5000?pkt_size=1316\n"), tmp_path)
     assert "only ttl" in got["channels[0].output.url"]
 
