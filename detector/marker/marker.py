@@ -125,8 +125,8 @@ class InlineMarker:
         with self._qlock:
             chunks, self._chunks = self._chunks, deque()
             self._queued = 0
-        for chunk in chunks:
-            self.line.feed(chunk, now)
+        if chunks:
+            self.line.feed(b"".join(chunks), now)     # one pass per turn: per-datagram feeds cost 10x the CPU
         if self.line.pmt_error:
             log.error("marker cannot declare its cue PID channel=%s error=%r; cues are not inserted", self.channel,
                       self.line.pmt_error)
