@@ -319,7 +319,8 @@ class Daemon:
             frames_waiting=sum(len(c.ring) for c in self.channels.values()),
             last_inference=loop.last_inference if loop else 0.0, watched=self.watch.names(),
             dead={d.name: d.error for d in self.watch.dead()}, stopping=self._stopping, failure=self.failure,
-            channels=channels, outputs={out.name: out.health() for out in self.outputs}))
+            channels=channels, outputs={**{out.name: out.health() for out in self.outputs},
+                                        **{f"marker-{name}": m.health() for name, m in self.markers.items()}}))
 
     # ------------------------------------------------------------------ main thread
     def request_reload(self) -> None:

@@ -23,6 +23,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
+from detector.events.outputs.base import OutputHealth
 from detector.events.scte35 import Scte35Cue
 from detector.marker.delayline import DelayLine, Placement
 from detector.marker.destinations import Destination, destination_for
@@ -105,6 +106,15 @@ class InlineMarker:
         self._wake.set()
         if self.thread is not None:
             self.thread.join(timeout)
+
+    def health(self) -> OutputHealth:
+        """Its part of /healthz: a failing destination is "degraded" (retried; a restart would not
+        bring a packager back), never a 503."""
+        since = self._down_since
+        if since is None:
+            return OutputHealth()
+        return OutputHealth(degraded=[f"marker output of {self.channel} failing for {time.monotonic() - since:.0f} s: "
+                                      f"{self.dest.describe} (being retried)"])
 
     # -- the thread
     def _run(self) -> None:

@@ -94,6 +94,8 @@ def test_a_failing_destination_is_retried_counted_and_recovers(ts_file, tmp_path
         assert metric(text, "ad_detector_marker_output_errors_total", channel="tv") >= 1
         assert metric(text, "ad_detector_marker_dropped_bytes_total", channel="tv", reason="output_down") > 0
         assert metric(text, "ad_detector_marker_output_up", channel="tv") == 0
+        health = marker.health()
+        assert health.ok and "marker output of tv failing" in health.degraded[0] and str(target) in health.degraded[0]
         target.parent.mkdir()
         marker.cue(splice_insert(1, True, None))
         for i in range(len(data) // 2, len(data), 4096):
@@ -104,6 +106,7 @@ def test_a_failing_destination_is_retried_counted_and_recovers(ts_file, tmp_path
     finally:
         marker.stop()
     assert target.exists() and target.stat().st_size > 0
+    assert marker.health().degraded == []
     text = metrics.exposition().decode()
     assert metric(text, "ad_detector_marker_cues_total", channel="tv") == 1
 
