@@ -41,6 +41,7 @@ JUMP_BACK_TICKS = 2 * PTS_HZ       # more than B-frame reordering: the source re
 JUMP_AHEAD_TICKS = 10 * PTS_HZ     # a leap forward no real gap explains
 FRAME_TICKS = PTS_HZ // 25         # where a new epoch continues after the old one ends
 MAX_EPOCHS = 8
+PAT_WAIT_BYTES = 4 << 20          # input skipped while waiting for the first PAT, at most
 
 
 @dataclass
@@ -102,6 +103,7 @@ class DelayLine:
         self.immediate: list[Scte35Cue] = []               # go out with the next release
         self.dropped_bytes = 0
         self.resync_bytes = 0
+        self.skipped_before_pat = 0
         self.last_feed: float | None = None
         self._rest = b""
         self._seen_pids: set[int] = set()
@@ -143,6 +145,18 @@ class DelayLine:
             self.resync_bytes += 1
             return
         pids = ((arr[:, 1].astype(np.uint16) & 0x1F) << 8) | arr[:, 2]
+        if self.pmt_pid is None and self.skipped_before_pat < PAT_WAIT_BYTES:
+            # joined mid-stream: what comes before the first PAT cannot be decoded downstream, and a
+            # PMT among it would go out without the cue PID; wait for the PAT (not forever: a
+            # stream without one is passed through after PAT_WAIT_BYTES)
+            first = np.flatnonzero(pids == 0)
+            skip = int(first[0]) if first.size else n
+            skip = min(skip, -(-(PAT_WAIT_BYTES - self.skipped_before_pat) // ts.TS))
+            if skip:
+                self.skipped_before_pat += skip * ts.TS
+                if skip < n:
+                    self._packets(buf[skip * ts.TS:], n - skip)
+                return
         self._seen_pids.update(int(p) for p in np.unique(pids))
         pusi = (arr[:, 1] & 0x40) != 0
         special = pids == 0

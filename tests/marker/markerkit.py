@@ -108,3 +108,10 @@ def cue_places(data: bytes) -> list[tuple[bytes, int | None, int | None]]:
 
 def without(data: bytes, pids: set[int]) -> bytes:
     return b"".join(p for p in packets(data) if pid_of(p) not in pids)
+
+
+def from_first_pat(data: bytes) -> bytes:
+    """`data` from its first PAT packet on (the marker starts its output there)."""
+    pkts = packets(data)
+    first = next(i for i, p in enumerate(pkts) if pid_of(p) == 0)
+    return b"".join(pkts[first:])

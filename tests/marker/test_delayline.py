@@ -17,7 +17,7 @@ from threefive import Cue
 
 from detector.events.scte35 import splice_insert
 from detector.marker.delayline import DelayLine
-from markerkit import PTS_HZ, cue_places, packets, pes_pts, pid_of, program_map, without
+from markerkit import PTS_HZ, cue_places, from_first_pat, packets, pes_pts, pid_of, program_map, without
 
 FRAME = PTS_HZ // 25
 
@@ -68,7 +68,7 @@ def test_everything_is_copied_and_the_pmt_declares_a_scte35_pid(source_ts, tmp_p
     assert [st for st, _, _ in streams[:2]] == [0x1B, 0x0F]               # upstream streams as they were
     # every packet but the PMT's is the input's, in order; only the unfinished last frame stays behind
     body = without(out, {pmt_pid})
-    src = without(source_ts, {pmt_pid})
+    src = without(from_first_pat(source_ts), {pmt_pid})
     assert len(src) - len(body) == line.held_bytes - line.held_bytes % 188 and src.startswith(body)
     path = tmp_path / "out.ts"
     path.write_bytes(out)
@@ -154,3 +154,18 @@ def test_a_silent_input_lets_what_is_held_go_out(source_ts):
     line.feed(source_ts, 100.0)
     assert len(line.release(101.0).data) <= 4 * 188            # the tables before the first frame
     assert len(line.release(130.5).data) > len(source_ts) * 0.9
+
+
+def test_joining_mid_stream_the_output_starts_at_a_pat_and_every_pmt_declares_the_cues(source_ts):
+    """A UDP input joined at any moment: nothing goes out before the first PAT, so no PMT without
+    the cue PID reaches a receiver."""
+    pkts = packets(source_ts)
+    pmt_pid, _, _ = program_map(pkts)
+    pat_at = [i for i, p in enumerate(pkts) if pid_of(p) == 0]
+    pmt_at = [i for i, p in enumerate(pkts) if pid_of(p) == pmt_pid]
+    join = next(i for i in pmt_at if i > pat_at[1]) - 1      # just before a PMT, after a PAT: the PMT comes first
+    out, _, _ = run(source_ts[join * 188 + 100:], delay=1.0, preroll=0.0)    # and mid-packet
+    got = packets(out)
+    assert pid_of(got[0]) == 0
+    pmts = [p for p in got if pid_of(p) == pmt_pid]
+    assert pmts and all(b"\x05\x04CUEI" in p for p in pmts)
