@@ -82,13 +82,13 @@ def program_map(pkts: list[bytes]) -> tuple[int, bytes, list[tuple[int, int, byt
     return pmt_pid, info, streams
 
 
-def cue_places(data: bytes) -> list[tuple[bytes, int | None, int | None]]:
-    """Per packet on the SCTE-35 (0x86) PID: (its section, PTS of the video frame before it,
-    PTS of the video frame after it)."""
+def cue_places(data: bytes, cue_pid: int | None = None) -> list[tuple[bytes, int | None, int | None]]:
+    """Per packet on the SCTE-35 PID (the first 0x86 stream unless given): (its section, PTS of
+    the video frame before it, PTS of the video frame after it)."""
     pkts = packets(data)
     _, _, streams = program_map(pkts)
     video = next(pid for st, pid, _ in streams if st == 0x1B)
-    cue_pid = next(pid for st, pid, _ in streams if st == 0x86)
+    cue_pid = cue_pid if cue_pid is not None else next(pid for st, pid, _ in streams if st == 0x86)
     out, last, waiting = [], None, []
     for p in pkts:
         pid = pid_of(p)

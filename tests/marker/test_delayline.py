@@ -169,3 +169,21 @@ def test_joining_mid_stream_the_output_starts_at_a_pat_and_every_pmt_declares_th
     assert pid_of(got[0]) == 0
     pmts = [p for p in got if pid_of(p) == pmt_pid]
     assert pmts and all(b"\x05\x04CUEI" in p for p in pmts)
+
+
+def test_upstream_scte35_passes_through_untouched_beside_ours(tmp_path):
+    """A feed that already carries SCTE-35 (PID 0x1F4, 0x86 + CUEI): its cue packets are copied as
+    they are, ours go on another PID, and the programme's CUEI is not declared twice."""
+    from tests.tsmedia import SCTE35_PID, make_ts
+
+    src = tmp_path / "cued.ts"
+    upstream = make_ts(src, seconds=4.0)
+    data = src.read_bytes()
+    ours = splice_insert(77, True, sorted(video_pts(data))[-5])
+    out, line, placed = run(data, 1.0, 0.5, {len(data): [ours]})
+    pmt_pid, info, streams = program_map(packets(out))
+    assert [(st, pid) for st, pid, _ in streams if st == 0x86] == [(0x86, SCTE35_PID), (0x86, line.cue_pid)]
+    assert line.cue_pid != SCTE35_PID and info.count(b"CUEI") == 1
+    theirs = [p for p in packets(out) if pid_of(p) == SCTE35_PID]
+    assert theirs == [p for p in packets(from_first_pat(data)) if pid_of(p) == SCTE35_PID] and len(theirs) == len(upstream)
+    assert [s for s, _, _ in cue_places(out, line.cue_pid)] == [ours.section] and placed[0].kind == "scheduled"
