@@ -187,3 +187,23 @@ def test_upstream_scte35_passes_through_untouched_beside_ours(tmp_path):
     theirs = [p for p in packets(out) if pid_of(p) == SCTE35_PID]
     assert theirs == [p for p in packets(from_first_pat(data)) if pid_of(p) == SCTE35_PID] and len(theirs) == len(upstream)
     assert [s for s, _, _ in cue_places(out, line.cue_pid)] == [ours.section] and placed[0].kind == "scheduled"
+
+
+def test_a_pmt_spanning_several_packets_is_reassembled_and_rewritten():
+    """Programmes with many streams or descriptors carry PMTs longer than one packet."""
+    from detector.marker import ts
+    from detector.sources.cues import crc32_mpeg2
+
+    es = b"".join(bytes([0x06, 0xE0 | (0x200 + i) >> 8, (0x200 + i) & 0xFF, 0xF0, 12]) + b"\x0a\x04eng\x00" + b"\x52\x01\x00"
+                  + b"\x59\x01\x00" for i in range(20))                       # 20 subtitle-ish streams, 17 bytes each
+    body = b"\x00\x01\xc1\x00\x00" + bytes([0xE1, 0x00, 0xF0, 0x00]) + bytes([0x1B, 0xE1, 0x00, 0xF0, 0x00]) + es
+    head = bytes([0x02, 0xB0 | (len(body) + 4) >> 8, (len(body) + 4) & 0xFF])
+    section = head + body + crc32_mpeg2(head + body).to_bytes(4, "big")
+    pkts, _ = ts.section_packets(section, 0x1000, 0)
+    assert len(pkts) == 2
+    asm = ts.SectionAssembler()
+    assert asm.push(pkts[0]) == [] and asm.push(pkts[1]) == [section]
+    new = ts.pmt_with_cues(section, 0x1F0)
+    assert crc32_mpeg2(new) == 0
+    pmt = ts.parse_pmt(new)
+    assert pmt.video_pid == 0x100 and pmt.streams[-1] == (0x86, 0x1F0) and len(pmt.streams) == 22
