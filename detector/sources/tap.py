@@ -11,19 +11,21 @@ never waits for the marker):
   emitted ahead of the programme;
 - SRT: the relay's pipe (detector.sources.relay passes the received TS through unchanged);
 - UDP: `UdpReader`, a socket of our own instead of libav's `udp://` (which reads into its own
-  FIFO, out of reach): 8 MB of kernel buffer instead of libav's FIFO thread, multicast joined
-  by the group address, the read timeout as libav's.
+  FIFO, out of reach): a receiver thread and FIFO like libav's, multicast joined by the group
+  address, the read timeout as libav's.
 RTSP, RTMP, HLS and capture cards deliver no MPEG-TS to copy: check-config refuses an
 `output` on them.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ipaddress
 import select
 import socket
 import struct
+import threading
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -86,10 +88,18 @@ def udp_bind(url: str) -> tuple[str, int, str | None]:
 
 
 class UdpReader:
-    """A UDP MPEG-TS receiver as the file-like object libav reads; datagrams also go to `tap`."""
+    """A UDP MPEG-TS receiver as the file-like object libav reads.
 
-    def __init__(self, url: str, open_timeout: float, read_timeout: float, tap: Tap):
+    Like libav's own UDP input, a thread of its own drains the socket into a FIFO (bounded by
+    `fifo_bytes`, `capture.udp_fifo_packets` x 188), so a decoding hiccup on the capture thread
+    does not overflow the kernel buffer; an overflow drops the oldest datagrams (`overruns`,
+    and libav then counts the continuity errors as corrupt packets). Every datagram goes to
+    `tap` as it arrives, so the marker's output does not wait for the decoder either.
+    """
+
+    def __init__(self, url: str, open_timeout: float, read_timeout: float, tap: Tap, fifo_bytes: int = 100_000 * 188):
         self.url, self.open_timeout, self.read_timeout, self._tap = url, open_timeout, read_timeout, tap
+        self.fifo_bytes = fifo_bytes
         host, port, group = udp_bind(url)
         family = socket.AF_INET6 if ":" in (group or host) else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -109,21 +119,54 @@ class UdpReader:
         self._sock = sock
         self._first = True
         self._rest = b""
+        self._fifo: collections.deque[bytes] = collections.deque()
+        self._queued = 0
+        self._cv = threading.Condition()
+        self._closed = False
+        self.overruns = 0
+        self._thread = threading.Thread(target=self._receive, name=f"udp-rx-{port}", daemon=True)
+        self._thread.start()
+
+    def _receive(self) -> None:
+        from detector.util.threads import block_process_signals
+        block_process_signals()
+        while not self._closed:
+            try:
+                ready, _, _ = select.select([self._sock], [], [], 0.2)
+                if not ready:
+                    continue
+                data = self._sock.recv(65536)
+            except (OSError, ValueError):        # closed underneath us
+                break
+            self._tap(data)
+            with self._cv:
+                self._fifo.append(data)
+                self._queued += len(data)
+                while self._queued > self.fifo_bytes and len(self._fifo) > 1:
+                    self._queued -= len(self._fifo.popleft())
+                    self.overruns += 1
+                self._cv.notify()
+        with self._cv:
+            self._cv.notify_all()
 
     def read(self, n: int = 65536) -> bytes:
         if self._rest:
             data, self._rest = self._rest[:n], self._rest[n:]
             return data
         timeout = self.open_timeout if self._first else self.read_timeout
-        ready, _, _ = select.select([self._sock], [], [], timeout)
-        if not ready:
-            raise TimeoutError(f"no UDP datagram on {self.url} for {timeout:g} s")
-        data = self._sock.recv(65536)
+        with self._cv:
+            if not self._fifo and not self._cv.wait_for(lambda: self._fifo or self._closed, timeout):
+                raise TimeoutError(f"no UDP datagram on {self.url} for {timeout:g} s")
+            if not self._fifo:
+                return b""
+            data = self._fifo.popleft()
+            self._queued -= len(data)
         self._first = False
-        self._tap(data)
         data, self._rest = data[:n], data[n:]
         return data
 
     def close(self) -> None:
+        self._closed = True
         with contextlib.suppress(OSError):
             self._sock.close()
+        self._thread.join(1.0)

@@ -7,8 +7,9 @@ overrun of that FIFO is survived (`overrun_nonfatal`) and shows up as corrupt pa
 instead of a reconnect. Multicast needs no option: the group address joins it.
 
 With the inline marker's tap (a channel with an `output`), the datagrams are received by a
-socket of ours (detector.sources.tap.UdpReader), which passes every byte to the marker and
-to libav's MPEG-TS demuxer; libav's own UDP options then do not apply.
+socket of ours (detector.sources.tap.UdpReader, with the same FIFO size), which passes every
+datagram to the marker as it arrives and to libav's MPEG-TS demuxer; libav's own UDP URL
+options then do not apply.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ class UdpSource(LibavSource):
             return self.url
         from detector.sources.tap import UdpReader
         self.format_name = "mpegts"
-        self._reader = UdpReader(self.url, self.options.open_timeout, self.options.read_timeout, self.options.tap)
+        self._reader = UdpReader(self.url, self.options.open_timeout, self.options.read_timeout, self.options.tap,
+                                 fifo_bytes=self.options.udp_fifo_packets * 188)
         return self._reader
 
     def close(self) -> None:

@@ -55,3 +55,33 @@ def test_srt_through_the_relay_is_tapped_as_the_sender_sent_it(cued_ts):
     _, _, streams = program_map(pkts)
     assert (0x86, SCTE35_PID) in [(st, pid) for st, pid, _ in streams]      # the sender's PMT, SCTE-35 and all
     assert {pid_of(p) for p in pkts} >= {0, SCTE35_PID}
+
+
+def test_udp_is_tapped_as_it_arrives_and_decoded_from_the_same_bytes(cued_ts):
+    from senders import udp_sender
+
+    with udp_sender(cued_ts, exact=True) as sender:
+        data, frames = read_through_tap(sender.url)
+    assert frames == 30
+    pkts = packets(aligned(data))
+    _, _, streams = program_map(pkts)
+    assert (0x86, SCTE35_PID) in [(st, pid) for st, pid, _ in streams]
+
+
+def test_a_silent_udp_input_times_out_instead_of_hanging():
+    import socket
+    import time
+
+    from detector.sources.tap import UdpReader
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    reader = UdpReader(f"udp://127.0.0.1:{port}", 0.3, 0.3, lambda b: None)
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(TimeoutError, match=f"udp://127.0.0.1:{port}"):
+            reader.read()
+    finally:
+        reader.close()
+    assert 0.25 < time.monotonic() - t0 < 2.0
