@@ -85,3 +85,34 @@ def test_a_silent_udp_input_times_out_instead_of_hanging():
     finally:
         reader.close()
     assert 0.25 < time.monotonic() - t0 < 2.0
+
+
+def test_multicast_is_joined_and_tapped_inside_a_network_namespace(cued_ts):
+    """The group is joined by the marker's own socket (never on the host's interfaces: the sender
+    and the reader share one fresh namespace)."""
+    import json
+    import os
+    import sys
+
+    import senders
+
+    if not senders.netns_available():
+        pytest.skip("needs unshare -n and ip")
+    reader = """
+import json, os
+from detector.sources import SourceOptions, open_source
+got = []
+src = open_source(os.environ["MCAST_URL"], SourceOptions(open_timeout=10, read_timeout=5, tap=got.append))
+ok = src.open()
+n = sum(1 for _ in range(25) if ok and src.grab())
+src.close()
+data = b"".join(got)
+print(json.dumps({"ok": ok, "error": src.open_error, "frames": n, "bytes": len(data), "netns": os.environ["NETNS_INODE"],
+                  "synced": any(all(data[i + k * 188] == 0x47 for k in range(5)) for i in range(188)) if len(data) > 2000 else False}))
+"""
+    env = {"PYTHONPATH": os.pathsep.join(sys.path)}
+    result = senders.in_netns([sys.executable, "-c", reader], cued_ts, timeout=40, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    got = json.loads(result.stdout.strip().splitlines()[-1])
+    assert got["ok"] and got["frames"] == 25 and got["bytes"] > 50 * 188 and got["synced"], got
+    assert int(got["netns"]) != os.stat("/proc/self/ns/net").st_ino
