@@ -34,6 +34,7 @@ log = logging.getLogger("detector.marker")
 TICK_SECONDS = 0.01          # how often held units are checked (the output's granularity in time)
 BACKOFF_INITIAL = 0.5
 BACKOFF_MAX = 10.0
+STATE_EVERY = 0.5            # seconds between updates of the delay / output-up gauges
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ class InlineMarker:
         self._retry_at = 0.0
         self._backoff = BACKOFF_INITIAL
         self._down_since: float | None = None
+        self._state_at = 0.0
         self.cues_written = 0
         self.bytes_written = 0
 
@@ -150,7 +152,9 @@ class InlineMarker:
                         self.settings.max_buffer_bytes)
         if out.data:
             self._write(out.data, out.cues, now, final=flush)
-        self.counters.marker_state(self.channel, self.line.held_seconds(), self._open)
+        if now - self._state_at >= STATE_EVERY or flush:
+            self._state_at = now
+            self.counters.marker_state(self.channel, self.line.held_seconds(), self._open)
 
     def _placed(self, cue: Scte35Cue, now: float) -> None:
         p: Placement = self.line.add_cue(cue)

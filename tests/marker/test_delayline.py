@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import random
 import subprocess
-from pathlib import Path
 
 import pytest
 from threefive import Cue
