@@ -55,14 +55,17 @@ class Destination:
 
 
 class FileDestination(Destination):
-    """A TS file, truncated at start (a recording of the marked programme, or a FIFO)."""
+    """A TS file, truncated when the daemon starts and appended to after a failure (a recording
+    of the marked programme, or a FIFO)."""
 
     def __init__(self, url: str):
         super().__init__(url)
         self._f = None
+        self._started = False
 
     def open(self) -> None:
-        self._f = open(self.url, "wb", buffering=1024 * 1024)
+        self._f = open(self.url, "ab" if self._started else "wb", buffering=1024 * 1024)
+        self._started = True
 
     def write(self, data: bytes) -> None:
         if self._f is None:

@@ -139,3 +139,18 @@ def test_srt_output_reaches_an_srt_listener_byte_for_byte(ts_file, tmp_path):
             rx.kill()
             rx.wait()
     assert got.read_bytes() == data
+
+
+def test_a_file_output_reopened_after_a_failure_keeps_what_was_written(tmp_path):
+    from detector.marker.destinations import FileDestination
+
+    path = tmp_path / "out.ts"
+    path.write_bytes(b"old recording")
+    dest = FileDestination(str(path))
+    dest.open()
+    dest.write(b"G" * 188)
+    dest.close()                 # a write failed: the marker closes and, later, opens again
+    dest.open()
+    dest.write(b"G" * 188)
+    dest.close()
+    assert path.read_bytes() == b"G" * 376      # truncated once, at start; appended after
