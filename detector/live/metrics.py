@@ -67,7 +67,8 @@ Extras (not in the contract, so they may change with a changelog note):
   (same PTS as already analysed, e.g. HLS restarting a segment back), skipped so that nothing
   is analysed or announced twice.
 - The inline marker (channels with an ``output``; detector/marker): ``ad_detector_marker_cues_total{channel}``
-  cues written into the output, ``ad_detector_marker_late_cues_total{channel}`` those of them that
+  cues placed into the output stream (counted when placed, i.e. possibly still inside the delay; a
+  cancel that removes its held cue-out is not counted again), ``ad_detector_marker_late_cues_total{channel}`` those of them that
   missed their preroll (their place had already gone out: `delay_seconds` too short for the
   decision latency plus `preroll_seconds`), ``ad_detector_marker_dropped_bytes_total{channel,reason}``
   (``queue_full``: the marker thread fell behind the capture; ``buffer_full``: more than
@@ -231,7 +232,7 @@ class Metrics:
             ["reason"], registry=r)
 
         self.marker_cues = Counter(
-            "ad_detector_marker_cues", "SCTE-35 cues the inline marker wrote into its output.", ["channel"], registry=r)
+            "ad_detector_marker_cues", "SCTE-35 cues the inline marker placed into its output stream (counted when placed, before the delay has passed).", ["channel"], registry=r)
         self.marker_late_cues = Counter(
             "ad_detector_marker_late_cues", "Marker cues that reached the output less than preroll_seconds before their "
             "splice point (their place had already gone out: raise output.delay_seconds).", ["channel"], registry=r)
