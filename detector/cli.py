@@ -122,7 +122,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
     cfg = load_config(Path(args.config), state_dir_from(os.environ))
     sys.stdout.write(dump_resolved(cfg))
+    from detector.marker.checks import marker_warnings
+
     for warning in exposure_warnings(cfg.events.bind, cfg.events.snapshot_bind, cfg.events.curve is not None):
+        print(f"ad-detector: warning: {warning}", file=sys.stderr)
+    for warning in marker_warnings(cfg):
         print(f"ad-detector: warning: {warning}", file=sys.stderr)
     return 0
 

@@ -122,9 +122,12 @@ FORBIDDEN = {
                          "detector.model", "detector.config"),
     "detector.events": ("detector.live", "detector.offline", "detector.demo", "detector.cli", "detector.model"),
     "detector.live": ("detector.offline", "detector.demo", "detector.cli"),
+    # the inline marker: TS bytes and cues in, TS bytes out; the daemon wires it, never the reverse
+    "detector.marker": ("detector.live", "detector.offline", "detector.demo", "detector.cli", "detector.config",
+                        "detector.model"),
     "detector.offline": ("detector.live", "detector.events", "detector.cli"),
     "detector.util": ("detector.analysis", "detector.model", "detector.sources", "detector.live", "detector.events",
-                      "detector.offline", "detector.demo", "detector.cli", "detector.config"),
+                      "detector.offline", "detector.demo", "detector.cli", "detector.config", "detector.marker"),
     "export": ("train",),
 }
 

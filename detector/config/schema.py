@@ -30,12 +30,42 @@ from detector.sources.support import unsupported_reason
 if TYPE_CHECKING:
     from detector.analysis.decision import DecisionSettings
 
+class OutputConfig(_Model):
+    """The inline marker of a channel (detector/marker): the input re-emitted as MPEG-TS,
+    `delay_seconds` later, with our SCTE-35 cues on a PID of their own, each reaching the
+    output `preroll_seconds` before its splice point when the delay allows."""
+
+    url: StrictStr
+    delay_seconds: Annotated[float, Strict(), Field(ge=0, le=3600)] = 10.0
+    preroll_seconds: Annotated[float, Strict(), Field(ge=0, le=600)] = 4.0
+    # bound on what is held (and queued from the capture): a 10 s delay of a 20 Mbit/s feed is 25 MB
+    max_buffer_mb: Annotated[float, Strict(), Field(gt=0, le=16384)] = 256.0
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, v: str, info: ValidationInfo) -> str:
+        if "\0" in v or not v.strip():
+            raise ValueError("output url is empty or contains a NUL character")
+        from detector.marker.destinations import output_problem
+        if scheme_of(v) is None:
+            v = str(_resolve(v, info))
+        problem = output_problem(v)
+        if problem:
+            raise ValueError(problem)
+        return v
+
+    @property
+    def max_buffer_bytes(self) -> int:
+        return int(self.max_buffer_mb * 1024 * 1024)
+
+
 class ChannelConfig(_Model):
     """One live input. `source` comes out resolved: file paths are absolute."""
 
     name: StrictStr
     source: StrictStr
     realtime: StrictBool = False
+    output: OutputConfig | None = None
 
     @field_validator("name")
     @classmethod
@@ -83,6 +113,35 @@ class ChannelConfig(_Model):
         source = info.data.get("source")
         if v and source is not None and source_kind(source) != "file":
             raise ValueError(f"realtime pacing applies to file sources only (this source is {source_kind(source)})")
+        return v
+
+    @field_validator("output")
+    @classmethod
+    def _check_output_input(cls, v: OutputConfig | None, info: ValidationInfo) -> OutputConfig | None:
+        # the marker copies the input's own MPEG-TS packets: only inputs that are MPEG-TS bytes
+        source = info.data.get("source")
+        if v is None or source is None:
+            return v
+        from detector.marker.ts import looks_like_ts
+        from detector.sources.tap import TAPPABLE_KINDS
+        kind = source_kind(source)
+        if kind not in TAPPABLE_KINDS:
+            raise _KeyedError(("url",), f"an output needs an MPEG-TS input (a .ts file, udp:// or srt://); this source is "
+                              f"{kind}, which the marker cannot copy packet for packet: remove `output` or feed the channel MPEG-TS")
+        if kind == "file":
+            if not info.data.get("realtime"):
+                raise ValueError("an output on a file channel needs realtime: true (read at its own pace, as if live); "
+                                 "to mark a recording offline use `ad-detector classify --formats scte35`")
+            if v.url == source:
+                raise _KeyedError(("url",), f"output {v.url} is the channel's own source file")
+            try:
+                with open(source, "rb") as f:
+                    head = f.read(4 * 188)
+            except OSError as exc:
+                raise ValueError(f"cannot read {source}: {exc.strerror}") from None
+            if not looks_like_ts(head):
+                raise ValueError(f"{source} is not an MPEG-TS file (188-byte packets): the inline marker copies TS packets; "
+                                 "remux it first (ffmpeg -i IN -c copy -f mpegts OUT.ts) or remove `output`")
         return v
 
     @property

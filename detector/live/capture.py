@@ -39,6 +39,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Protocol
 
 from detector.analysis.audio import AudioBuffer
@@ -88,11 +89,13 @@ class CaptureSettings:
     udp_fifo_packets: int = 100_000
     decode_threads: int = 1
     skip_nonref: bool = True
+    tap: Callable[[bytes], None] | None = None      # the inline marker's raw-TS tap (detector.sources.tap)
 
     def source_options(self, analysis_fps: float = 0.0) -> SourceOptions:
         return SourceOptions(open_timeout=self.open_timeout, read_timeout=self.read_timeout, rtsp_transport=self.rtsp_transport,
                              hls_read_timeout=self.hls_read_timeout, udp_fifo_packets=self.udp_fifo_packets,
-                             decode_threads=self.decode_threads, analysis_fps=analysis_fps, skip_nonref=self.skip_nonref)
+                             decode_threads=self.decode_threads, analysis_fps=analysis_fps, skip_nonref=self.skip_nonref,
+                             tap=self.tap)
 
 
 class CaptureObserver(Protocol):

@@ -1,12 +1,14 @@
 """`ad-detector run`: the orchestrator. Builds the stages, starts them in order, stops them in reverse.
 
     models (loaded, warmed up) -> metrics HTTP -> outputs (ZeroMQ publisher, journal) ->
-    inference thread -> one capture thread per channel -> READY=1
+    inline markers (channels with an `output`) -> inference thread -> one capture thread per
+    channel -> READY=1
 
 Frames flow capture -> ring -> inference thread (cross-channel batches, then each channel's
 `ChannelEngine`, the same code as `classify`) -> outputs. Stopping runs the same list
 backwards: captures, inference (the batch in flight finishes), the final events (each open
-segment ends, each stream goes down), outputs (queued events delivered), metrics.
+segment ends, each stream goes down), the markers (what they hold goes out, with the cue-in
+of a break still open), outputs (queued events delivered), metrics.
 
 The main thread only supervises: signals (SIGTERM/SIGINT drain and exit 0; SIGHUP reloads
 the bundle and decision settings, loaded on a thread of its own so the watchdog keeps being
@@ -46,6 +48,8 @@ from detector.live.metrics import Metrics
 from detector.live.ring import Ring
 from detector.live.server import MetricsServer
 from detector.live.threadwatch import Death, ThreadWatch
+from detector.marker.checks import marker_warnings
+from detector.marker.marker import InlineMarker, MarkerSettings
 from detector.model.bundle import Bundle, load_bundle
 from detector.model.models import Models
 from detector.model.plan import GPU_PROVIDERS
@@ -108,13 +112,14 @@ class Daemon:
         self.cfg = cfg
         self.run_id = uuid.uuid4().hex
         self.names = [c.name for c in cfg.channels]
-        self.metrics = Metrics(self.names)
+        self.metrics = Metrics(self.names, marker_channels=[c.name for c in cfg.channels if c.output is not None])
         self.watch = ThreadWatch()
         self.stop_event = threading.Event()
         self.reload_requested = threading.Event()
         self.bundle: Bundle | None = None
         self.models: Models | None = None
         self.channels: dict[str, Channel] = {}
+        self.markers: dict[str, InlineMarker] = {}
         self.outputs: list[Output] = []
         self.events = Fanout(self.outputs)
         self.inference: InferenceLoop | None = None
@@ -148,6 +153,9 @@ class Daemon:
                                             audio=AudioBuffer(seconds=cfg.capture.audio_buffer_seconds))
         self._run_stage(self._metrics_stage())
         self._run_stage(self._outputs_stage())
+        for c in cfg.channels:
+            if c.output is not None:
+                self._run_stage(self._marker_stage(c))
         self._run_stage(Stage("final events", lambda: None, self._final_events))
         self._run_stage(self._inference_stage())
         for c in cfg.channels:
@@ -201,6 +209,22 @@ class Daemon:
                 out.stop()
         return Stage("outputs", start, stop)
 
+    def _marker_stage(self, c: ChannelConfig) -> Stage:
+        """The channel's inline marker: fed by its capture's tap, cued by its ad segment events."""
+        assert c.output is not None
+        o = c.output
+        for warning in marker_warnings(self.cfg):
+            if warning.startswith(f"channels[{self.names.index(c.name)}]."):
+                log.warning("marker delay short channel=%s warning=%r", c.name, warning)
+        marker = self.markers[c.name] = InlineMarker(c.name, MarkerSettings(o.url, o.delay_seconds, o.preroll_seconds,
+                                                                            o.max_buffer_bytes), self.metrics)
+        self.channels[c.name].cue_sinks.append(marker.cue)
+
+        def start() -> None:
+            marker.start()
+            self.watch.watch(f"marker-{c.name}", lambda: marker.thread)
+        return Stage(f"marker-{c.name}", start, marker.stop)
+
     def _inference_stage(self) -> Stage:
         assert self.bundle is not None and self.models is not None
         inf = self.cfg.inference
@@ -224,7 +248,8 @@ class Daemon:
                                    reconnect_max=k.reconnect_max_seconds, rtsp_transport=k.rtsp_transport,
                                    fault_quiet=k.fault_quiet_seconds, hls_read_timeout=k.hls_read_timeout_seconds,
                                    udp_fifo_packets=k.udp_fifo_packets, decode_threads=k.decode_threads,
-                                   skip_nonref=k.skip_nonref_frames)
+                                   skip_nonref=k.skip_nonref_frames,
+                                   tap=self.markers[c.name].feed if c.name in self.markers else None)
         ch.capture = Capture(c.name, settings, ch.ring, self.bundle.analysis_fps, self.bundle.input_size,
                              ChannelMonitor(ch, self.metrics, self.events), audio=ch.audio)
         cap = ch.capture
@@ -294,7 +319,8 @@ class Daemon:
             frames_waiting=sum(len(c.ring) for c in self.channels.values()),
             last_inference=loop.last_inference if loop else 0.0, watched=self.watch.names(),
             dead={d.name: d.error for d in self.watch.dead()}, stopping=self._stopping, failure=self.failure,
-            channels=channels, outputs={out.name: out.health() for out in self.outputs}))
+            channels=channels, outputs={**{out.name: out.health() for out in self.outputs},
+                                        **{f"marker-{name}": m.health() for name, m in self.markers.items()}}))
 
     # ------------------------------------------------------------------ main thread
     def request_reload(self) -> None:

@@ -66,6 +66,16 @@ Extras (not in the contract, so they may change with a changelog note):
 - ``ad_detector_frames_dropped_total{reason="replayed"}``: frames a reconnect delivered again
   (same PTS as already analysed, e.g. HLS restarting a segment back), skipped so that nothing
   is analysed or announced twice.
+- The inline marker (channels with an ``output``; detector/marker): ``ad_detector_marker_cues_total{channel}``
+  cues placed into the output stream (counted when placed, i.e. possibly still inside the delay; a
+  cancel that removes its held cue-out is not counted again), ``ad_detector_marker_late_cues_total{channel}`` those of them that
+  missed their preroll (their place had already gone out: `delay_seconds` too short for the
+  decision latency plus `preroll_seconds`), ``ad_detector_marker_dropped_bytes_total{channel,reason}``
+  (``queue_full``: the marker thread fell behind the capture; ``buffer_full``: more than
+  `max_buffer_mb` held; ``output_down``: released while the destination failed),
+  ``ad_detector_marker_output_errors_total{channel}`` (failed opens/writes, each retried with
+  backoff), ``ad_detector_marker_delay_seconds{channel}`` (programme held back right now) and
+  ``ad_detector_marker_output_up{channel}``.
 - ``ad_detector_auth_failures_total{reason}``: client handshakes refused by CURVE
   (``unknown_key``, ``handshake``); see detector/events/curve.py.
 
@@ -94,6 +104,7 @@ log = logging.getLogger(__name__)
 # No "stale": the ring's fixed capacity already bounds how old a frame can be when it is
 # analysed (ring_capacity / analysis_fps, 12.8 s at the defaults), and dropping old frames by
 # age would leave holes in the evenly spaced window the sequence model was trained on.
+MARKER_DROP_REASONS = ("queue_full", "buffer_full", "output_down")
 DROP_REASONS = ("ring_overflow", "decode_error", "timestamp_jump", "replayed", "shutdown")
 EVENT_TYPES = TYPES           # the wire schema's event types (detector.events.schema), one series each
 MODELS = ("backbone", "sequence")
@@ -131,8 +142,10 @@ class Metrics:
     Attribute names are what the rest of the daemon uses; metric names are the contract's.
     """
 
-    def __init__(self, channels: Sequence[str], registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, channels: Sequence[str], registry: CollectorRegistry | None = None,
+                 marker_channels: Sequence[str] = ()) -> None:
         self.channels: tuple[str, ...] = tuple(dict.fromkeys(channels))
+        self.marker_channels: tuple[str, ...] = tuple(dict.fromkeys(marker_channels))
         self.registry: CollectorRegistry = registry if registry is not None else CollectorRegistry()
         r = self.registry
 
@@ -218,6 +231,22 @@ class Metrics:
             "(unknown_key: key not in allowed_clients_dir; handshake: failed before authentication, e.g. a client without CURVE).",
             ["reason"], registry=r)
 
+        self.marker_cues = Counter(
+            "ad_detector_marker_cues", "SCTE-35 cues the inline marker placed into its output stream (counted when placed, before the delay has passed).", ["channel"], registry=r)
+        self.marker_late_cues = Counter(
+            "ad_detector_marker_late_cues", "Marker cues that reached the output less than preroll_seconds before their "
+            "splice point (their place had already gone out: raise output.delay_seconds).", ["channel"], registry=r)
+        self.marker_dropped_bytes = Counter(
+            "ad_detector_marker_dropped_bytes", "Input bytes the inline marker did not write, by reason (queue_full, "
+            "buffer_full, output_down).", ["channel", "reason"], registry=r)
+        self.marker_output_errors = Counter(
+            "ad_detector_marker_output_errors", "Failed opens or writes of the marker's destination (retried with backoff).",
+            ["channel"], registry=r)
+        self.marker_delay = Gauge(
+            "ad_detector_marker_delay_seconds", "Programme the inline marker holds back right now.", ["channel"], registry=r)
+        self.marker_output_up = Gauge(
+            "ad_detector_marker_output_up", "1 while the marker's destination is open, else 0.", ["channel"], registry=r)
+
         self._create_series()
         self.model_info.info({key: "" for key in MODEL_INFO_KEYS})
         self.build_info.info({
@@ -249,6 +278,14 @@ class Metrics:
             self.last_frame_timestamp.labels(channel=channel).set(0)
             for kind in FAULT_KINDS:
                 self.stream_faults.labels(channel=channel, kind=kind)
+        for channel in self.marker_channels:
+            self.marker_cues.labels(channel=channel)
+            self.marker_late_cues.labels(channel=channel)
+            for reason in MARKER_DROP_REASONS:
+                self.marker_dropped_bytes.labels(channel=channel, reason=reason)
+            self.marker_output_errors.labels(channel=channel)
+            self.marker_delay.labels(channel=channel).set(0)
+            self.marker_output_up.labels(channel=channel).set(0)
         for model in MODELS:
             self.inference_seconds.labels(model=model)
             self.provider_fallbacks.labels(model=model)
@@ -288,6 +325,22 @@ class Metrics:
 
     def auth_failure(self, reason: str) -> None:
         self.auth_failures.labels(reason=reason).inc()
+
+    # -- detector.marker.marker.MarkerCounters
+    def marker_cue(self, channel: str, late: bool) -> None:
+        self.marker_cues.labels(channel=channel).inc()
+        if late:
+            self.marker_late_cues.labels(channel=channel).inc()
+
+    def marker_dropped(self, channel: str, reason: str, nbytes: int) -> None:
+        self.marker_dropped_bytes.labels(channel=channel, reason=reason).inc(nbytes)
+
+    def marker_output_error(self, channel: str) -> None:
+        self.marker_output_errors.labels(channel=channel).inc()
+
+    def marker_state(self, channel: str, held_seconds: float, up: bool) -> None:
+        self.marker_delay.labels(channel=channel).set(round(held_seconds, 3))
+        self.marker_output_up.labels(channel=channel).set(1 if up else 0)
 
     def exposition(self) -> bytes:
         """The registry in the Prometheus text format (what `GET /metrics` returns)."""

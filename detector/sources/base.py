@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -37,6 +38,9 @@ class SourceOptions:
     decode_threads: int = 1            # per channel; 0 = libav picks (offline, where speed is the point)
     analysis_fps: float = 0.0          # what the analysis keeps; decides whether non-reference frames are decoded
     skip_nonref: bool = True
+    # the inline marker's raw-TS tap (detector.sources.tap): every input byte, as read; only
+    # file, udp and srt sources honour it (check-config refuses an `output` on the others)
+    tap: Callable[[bytes], None] | None = None
 
 
 @dataclass(frozen=True)

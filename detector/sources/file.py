@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from detector.sources.libav import LibavSource
 
 
@@ -13,3 +15,19 @@ class FileSource(LibavSource):
     @classmethod
     def matches(cls, url: str, scheme: str | None) -> bool:
         return scheme is None          # any path that is not a capture device (tried after it)
+
+    def av_input(self) -> Any:
+        """The path, or with the inline marker's tap a `TeeFile` (read as MPEG-TS)."""
+        if self.options.tap is None:
+            return self.url
+        from detector.sources.tap import TeeFile
+        self.format_name = "mpegts"
+        self._tee = TeeFile(self.url, self.options.tap)
+        return self._tee
+
+    def close(self) -> None:
+        super().close()
+        tee = getattr(self, "_tee", None)
+        if tee is not None:
+            tee.close()
+            self._tee = None

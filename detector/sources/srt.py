@@ -25,7 +25,11 @@ class SrtSource(LibavSource):
     def av_input(self) -> Any:
         from detector.sources.relay import FfmpegRelay
         self._relay = FfmpegRelay(self.url, self.options.open_timeout, self.options.read_timeout)
-        return self._relay.start()
+        reader = self._relay.start()
+        if self.options.tap is not None:          # the inline marker copies the relayed TS as it is
+            from detector.sources.tap import TeeReader
+            return TeeReader(reader, self.options.tap)
+        return reader
 
     def open(self) -> bool:
         ok = super().open()

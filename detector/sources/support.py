@@ -77,8 +77,8 @@ def libav_reads(scheme: str) -> bool:
 
 
 @functools.lru_cache(maxsize=8)
-def ffmpeg_input_protocols(ffmpeg: str = "ffmpeg") -> frozenset[str] | None:
-    """Input protocols of the `ffmpeg` on PATH, or None when there is none that runs."""
+def _ffmpeg_protocols(ffmpeg: str) -> dict[str, frozenset[str]] | None:
+    """`ffmpeg -protocols` of the `ffmpeg` on PATH as {"Input": ..., "Output": ...}, None without one."""
     exe = shutil.which(ffmpeg)
     if exe is None:
         return None
@@ -87,15 +87,27 @@ def ffmpeg_input_protocols(ffmpeg: str = "ffmpeg") -> frozenset[str] | None:
                              stdin=subprocess.DEVNULL).stdout
     except (OSError, subprocess.TimeoutExpired):
         return None
-    names: set[str] = set()
+    names: dict[str, set[str]] = {"Input": set(), "Output": set()}
     section = None
     for line in out.splitlines():
         word = line.strip()
         if word.rstrip(":") in ("Input", "Output"):
             section = word.rstrip(":")
-        elif word and section == "Input" and not word.endswith(":"):
-            names.add(word)
-    return frozenset(names)
+        elif word and section and not word.endswith(":"):
+            names[section].add(word)
+    return {k: frozenset(v) for k, v in names.items()}
+
+
+def ffmpeg_input_protocols(ffmpeg: str = "ffmpeg") -> frozenset[str] | None:
+    """Input protocols of the `ffmpeg` on PATH, or None when there is none that runs."""
+    found = _ffmpeg_protocols(ffmpeg)
+    return None if found is None else found["Input"]
+
+
+def ffmpeg_output_protocols(ffmpeg: str = "ffmpeg") -> frozenset[str] | None:
+    """Output protocols of the `ffmpeg` on PATH (the inline marker's srt:// output), or None."""
+    found = _ffmpeg_protocols(ffmpeg)
+    return None if found is None else found["Output"]
 
 
 def needs_relay(scheme: str | None, ffmpeg: str = "ffmpeg") -> bool:
@@ -136,5 +148,5 @@ def _has_av() -> bool:
 def cache_clear() -> None:
     """Forget what was found (tests; a new ffmpeg installed while running)."""
     libav_input_protocols.cache_clear()
-    ffmpeg_input_protocols.cache_clear()
+    _ffmpeg_protocols.cache_clear()
     _probe.cache_clear()
