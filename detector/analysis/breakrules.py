@@ -42,13 +42,10 @@ and counted when they are exceeded.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from detector.analysis.segments import Segment
-
-log = logging.getLogger(__name__)
 
 # The `rule` label values of ad_detector_break_rule_actions_total (created up front).
 MIN_BREAK, MAX_BREAK, MIN_SPOT, MAX_SPOT, MIN_PROGRAMME = "min_break", "max_break", "min_spot", "max_spot", "min_programme"
