@@ -43,6 +43,8 @@ ENVELOPE = ("schema", "type", "channel", "seq", "run_id", "emitted")
 SEGMENT_FIELDS = ("label", "is_ad", "confidence", "segment_id", "time", "stream_time", "pts", "boundary")
 HEARTBEAT_FIELDS = ("state", "p_ad", "stream_up", "fps_in", "fps_analyzed")
 CUE_FIELDS = ("pts", "packet_pts", "command", "out_of_network", "event_id", "base64")
+#: The `scte35` object of ad segment events (CONTRACT.md); a cancel adds `cancel: true`.
+SCTE35_FIELDS = ("command", "event_id", "out_of_network", "pts", "base64", "hex")
 REQUIRED: dict[str, tuple[str, ...]] = {
     "segment.start": SEGMENT_FIELDS,
     "segment.end": SEGMENT_FIELDS + ("duration",),
@@ -229,6 +231,28 @@ def _need_base64(kind: str, value: Any) -> str:
     return value
 
 
+def _need_scte35(kind: str, value: Any) -> dict[str, Any]:
+    """An ad segment's cue (CONTRACT.md): the decoded fields and the section, base64 and hex."""
+    if not isinstance(value, dict):
+        raise ValueError(f"{kind}: field 'scte35' must be an object, got {_short(value)}")
+    missing = [k for k in SCTE35_FIELDS if k not in value]
+    if missing:
+        raise ValueError(f"{kind}: field 'scte35' lacks {', '.join(missing)}")
+    where = f"{kind} scte35"
+    out = dict(value)
+    out["command"] = _need_text(where, "command", value["command"])
+    out["event_id"] = _need_event_id(where, value["event_id"])
+    out["out_of_network"] = _need_optional_bool(where, "out_of_network", value["out_of_network"])
+    out["pts"] = _need_pts(where, "pts", value["pts"])
+    out["base64"] = _need_base64(where, value["base64"])
+    hexed = value["hex"]
+    if not isinstance(hexed, str) or not re.fullmatch(r"0x(?:[0-9a-f]{2})+", hexed):
+        raise ValueError(f"{where}: field 'hex' must be 0x followed by the section's bytes in hex, got {_short(hexed)}")
+    if "cancel" in value:
+        out["cancel"] = _need_bool(where, "cancel", value["cancel"])
+    return out
+
+
 def _need_segment_id(kind: str, value: Any) -> str | int:
     if _utf8_text(value):
         return str(value)
@@ -263,6 +287,10 @@ def _check_fields(kind: str, fields: dict[str, Any], received: bool = False) -> 
             out["boundary"] = _need_boundary(kind, fields["boundary"])
         if kind == "segment.end":
             out["duration"] = _need_number(kind, "duration", fields["duration"], 0.0)
+        if "scte35" in fields:
+            out["scte35"] = _need_scte35(kind, fields["scte35"])
+        if "withdrawn" in fields:
+            out["withdrawn"] = _need_bool(kind, "withdrawn", fields["withdrawn"])
     elif kind == "heartbeat":
         out["state"] = _need_text(kind, "state", fields["state"])
         p_ad = fields["p_ad"]

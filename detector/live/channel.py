@@ -10,11 +10,13 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from detector.analysis.audio import AudioBuffer
 from detector.analysis.clock import PtsMarks
 from detector.analysis.engine import ChannelEngine
+from detector.events.scte35 import Scte35Cue
 from detector.sources.cues import UpstreamCue
 from detector.live.capture import Capture
 from detector.live.metrics import Metrics
@@ -47,6 +49,9 @@ class Channel:
     audio: AudioBuffer = field(default_factory=AudioBuffer)
     pts_marks: PtsMarks = field(default_factory=PtsMarks)     # media time -> source PTS of analysed frames
     audio_from: float | None = None                           # where the next analysis step's audio starts
+    # who else acts on this channel's SCTE-35 cues besides the events (the inline marker): called
+    # with each cue right after its event is published, on the inference thread, must not block
+    cue_sinks: list[Callable[[Scte35Cue], None]] = field(default_factory=list)
 
     def wall_of(self, media_time: float) -> float:
         """Wall-clock time of a point on the channel timeline, from the latest frame."""

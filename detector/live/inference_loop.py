@@ -24,6 +24,7 @@ from detector.analysis.audio import level_dbfs
 from detector.analysis.engine import ChannelEngine, Transition
 from detector.analysis.segments import Segment
 from detector.events.schema import rfc3339
+from detector.events.scte35 import Scte35Cue, splice_event_id, splice_insert
 from detector.live.batcher import allocate, batch_due
 from detector.live.channel import Channel, EventSink
 from detector.live.metrics import Metrics
@@ -169,7 +170,7 @@ class InferenceLoop:
         if tr.ended is not None:
             e = tr.ended
             publish_segment(self.events, "segment.end", ch, e.label, e.is_ad, e.confidence, e.end, tr.boundary_kind,
-                            pts=ch.pts_marks.pts_at(e.end), duration=round(e.duration, 3), **rule_fields(e))
+                            pts=ch.pts_marks.pts_at(e.end), withdrawn=e.withdrawn, duration=round(e.duration, 3), **flag_fields(e))
         ch.segment_no += 1
         ch.segment_id = f"{ch.name}-{self.run_id[:8]}-{ch.segment_no}"
         conf = tr.p_ad if tr.is_ad else 1.0 - tr.p_ad
@@ -179,26 +180,44 @@ class InferenceLoop:
                         pts=ch.pts_marks.pts_at(tr.boundary))
 
 
-def rule_fields(seg: Segment) -> dict[str, Any]:
-    """What the break rules add to a `segment.end` (only when they acted): `withdrawn: true` for a
-    break taken back (shorter than decision.min_break_seconds), `flags` such as `long_break`."""
-    out: dict[str, Any] = {}
-    if seg.withdrawn:
-        out["withdrawn"] = True
-    if seg.flags:
-        out["flags"] = list(seg.flags)
-    return out
+def flag_fields(seg: Segment) -> dict[str, Any]:
+    """What the break rules noticed but did not change, for a `segment.end`: `flags` such as
+    `long_break` / `long_spot` (only when there is any; `withdrawn` is publish_segment's own)."""
+    return {"flags": list(seg.flags)} if seg.flags else {}
+
+
+def segment_cue(typ: str, segment_id: str, pts: int | None, withdrawn: bool = False) -> Scte35Cue:
+    """The SCTE-35 cue of an ad segment event: out at its start, back in at its end, both under
+    the segment's splice_event_id; the end of a withdrawn start cancels that event instead, so a
+    splicer that armed on the cue-out is never left waiting for a cue-in."""
+    event_id = splice_event_id(segment_id)
+    if typ == "segment.end" and withdrawn:
+        return splice_insert(event_id, False, None, cancel=True)
+    return splice_insert(event_id, typ == "segment.start", pts)
 
 
 def publish_segment(events: EventSink, typ: str, ch: Channel, label: str, is_ad: bool, confidence: float, media_time: float,
-                    boundary: str, pts: int | None = None, **extra: Any) -> None:
+                    boundary: str, pts: int | None = None, withdrawn: bool = False, **extra: Any) -> None:
     """A `segment.*` event of `ch`'s current segment, its `time` on the wall clock of the boundary.
 
     `pts` is the boundary's source PTS (90 kHz, mod 2**33, from the analysed frames' PTS:
-    `Channel.pts_marks`); None for a source without a clock (a capture card).
+    `Channel.pts_marks`); None for a source without a clock (a capture card), whose cues are
+    then immediate splices. Ad segments carry their SCTE-35 cue (`scte35`), which then goes to
+    the channel's cue sinks (the inline marker).
     """
     if ch.segment_id is None:
         return
+    cue = segment_cue(typ, ch.segment_id, pts, withdrawn) if is_ad else None
+    if cue is not None:
+        extra["scte35"] = cue.as_event()
+        if withdrawn:
+            extra["withdrawn"] = True
     events.publish(typ, ch.name, label=label, is_ad=bool(is_ad), confidence=float(confidence), segment_id=ch.segment_id,
                    time=rfc3339(ch.wall_of(media_time)), stream_time=round(float(media_time), 3), pts=pts, boundary=boundary,
                    **extra)
+    if cue is not None:
+        for sink in ch.cue_sinks:
+            try:
+                sink(cue)
+            except Exception:   # noqa: BLE001 - an output's failure must not stop detection; it is logged
+                log.exception("cue sink failed channel=%s segment_id=%s", ch.name, ch.segment_id)

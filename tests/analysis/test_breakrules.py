@@ -238,6 +238,7 @@ def test_live_segment_end_of_a_withdrawn_break_says_withdrawn_and_the_metric_cou
             t += 1.0 / FPS
     ends = [e for e in events if e["type"] == "segment.end" and e["is_ad"]]
     assert [e.get("withdrawn") for e in ends] == [True, None]       # only the short break; the key only when true
+    assert [e["scte35"].get("cancel") for e in ends] == [True, None]    # its cue cancels the event instead of a cue-in
     assert ends[0]["duration"] == pytest.approx(12, abs=1.5)
     sample = metrics.registry.get_sample_value
     assert sample("ad_detector_break_rule_actions_total", {"channel": "demo", "rule": "min_break"}) == 1

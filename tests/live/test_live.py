@@ -9,6 +9,7 @@ over the wire: the true wall-clock time of a boundary, to hold the events' `time
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -242,6 +243,27 @@ def test_segment_events_carry_the_source_pts_on_the_same_clock_as_stream_time(sc
     for e in events[1:]:
         elapsed = ((e["pts"] - e0["pts"]) % 2 ** 33) / 90000
         assert abs(elapsed - (float(e["stream_time"]) - float(e0["stream_time"]))) <= 0.05, (e0, e)
+
+
+def test_ad_segment_events_carry_scte35_cues_that_threefive_reads_at_the_event_pts(scenario):
+    """Every ad start is a cue-out, its end a cue-in with the same splice_event_id, pts_time =
+    the event's `pts`; programme segments carry none (what a splicer downstream acts on)."""
+    from threefive import Cue
+
+    events = [e for e in first_play(scenario) if e["type"].startswith("segment.")]
+    ads = [e for e in events if e["is_ad"]]
+    assert ads and all("scte35" not in e for e in events if not e["is_ad"]), events
+    ids: dict[str, set[int]] = {}
+    for e in ads:
+        cue = Cue(e["scte35"]["base64"])
+        cue.decode()
+        cmd = cue.command
+        assert cmd.name == "Splice Insert" and not cmd.splice_event_cancel_indicator, e
+        assert cmd.out_of_network_indicator is (e["type"] == "segment.start"), e
+        assert round(cmd.pts_time * 90000) == e["pts"] == e["scte35"]["pts"], e
+        assert e["scte35"]["hex"] == "0x" + base64.b64decode(e["scte35"]["base64"]).hex(), e
+        ids.setdefault(e["segment_id"], set()).add(cmd.splice_event_id)
+    assert all(len(v) == 1 for v in ids.values()) and len({next(iter(v)) for v in ids.values()}) == len(ids), ids
 
 
 def test_each_event_is_in_the_journal(scenario):
