@@ -144,6 +144,19 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
+def _add_rule_options(p: argparse.ArgumentParser) -> None:
+    """Break-structure rules for `classify` / `evaluate` (the daemon's decision.*_seconds keys; all off by default)."""
+    g = p.add_argument_group("break-structure rules (Comskip's lengths; README \"Break-structure rules\")")
+    g.add_argument("--min-break", type=float, metavar="SECONDS", help="ad runs shorter than this become programme (min_commercialbreak)")
+    g.add_argument("--max-break", type=float, metavar="SECONDS", help="breaks longer than this are flagged long_break (max_commercialbreak)")
+    g.add_argument("--min-spot", type=float, metavar="SECONDS",
+                   help="black frames closer than this do not split spots; shorter ad runs become programme (min_commercial_size)")
+    g.add_argument("--max-spot", type=float, metavar="SECONDS",
+                   help="breaks with a spot (black to black) longer than this are flagged long_spot (max_commercial_size)")
+    g.add_argument("--min-programme", type=float, metavar="SECONDS",
+                   help="programme gaps shorter than this between two ad runs join the break (min_show_segment_length)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ad-detector", description="Real-time ad-break detection for live TV.")
     parser.add_argument("--version", action="version", version=f"ad-detector {__version__}")
@@ -213,6 +226,7 @@ def _add_offline_commands(sub: Any) -> None:
     p.add_argument("--preroll-seconds", type=float, default=4.0, metavar="S",
                    help="scte35 sidecar: insert each cue S seconds before its splice point (default: 4)")
     _add_engine_options(p)
+    _add_rule_options(p)
     p.set_defaults(func=cmd_classify)
 
     p = sub.add_parser("evaluate", help="score a recording against ground truth; prints JSON")
@@ -221,6 +235,7 @@ def _add_offline_commands(sub: Any) -> None:
     p.add_argument("-m", "--model", required=True, help="model bundle directory")
     p.add_argument("--table", action="store_true", help="also print a human-readable table (to stderr)")
     _add_engine_options(p)
+    _add_rule_options(p)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("bench", help="backbone frames/s per engine and precision, and channels this machine carries")

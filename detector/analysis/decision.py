@@ -19,6 +19,10 @@ confident excursion of several windows. Measured over 8 demo broadcasts and two 
 more decision latency on ad *ends* only (the boundary time itself is still placed on the
 cut, see boundary.py). The inline marker's `delay_seconds` must cover it.
 
+Break-structure rules (Comskip's break / spot / programme lengths) travel in these settings
+(`DecisionSettings.rules`, so a SIGHUP reload changes them too) but act in the engine, which
+knows the segments: see detector.analysis.breakrules.
+
 The decider only says *that* the state changed and where to look for the boundary;
 `boundary.py` says *where* it was.
 
@@ -34,6 +38,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from detector.analysis.breakrules import BreakRules
+
 
 @dataclass(frozen=True)
 class DecisionSettings:
@@ -43,6 +49,7 @@ class DecisionSettings:
     smoothing_windows: int = 2
     enter_confirm_seconds: float = 0.0   # programme -> ad: decided as soon as the thresholds say so
     exit_confirm_seconds: float = 3.0    # ad -> programme: the programme side must hold this long first
+    rules: BreakRules = BreakRules()      # break-structure rules (detector.analysis.breakrules); applied by the engine
 
 
 @dataclass(frozen=True)

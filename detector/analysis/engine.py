@@ -10,6 +10,16 @@ Two things differ between the two uses and are constructor options:
 - non-finite probabilities (a NaN from the model) are contained here: the window is
   skipped, never enters the decision or a segment's confidence, is counted in
   `nonfinite_windows` (the daemon exports it) and logged at most once per 10 s.
+
+The break-structure rules (`DecisionSettings.rules`, detector.analysis.breakrules) act here
+in their live form, since a published start cannot be taken back: a break closed before its
+minimum length is `withdrawn`; an ad end is held until the programme after it has lasted
+`min_programme_seconds` (a return to ad in that time continues the break, nothing is
+published); a break or spot running past its maximum is logged, counted and flagged. What
+they did is logged here and queued for the daemon's metric (`take_rule_actions`). The
+offline classifier runs the engine without rules and applies their whole-recording form
+(`breakrules.apply_offline`) to the closed segments, with the black-run marks collected
+here (`spot_marks`).
 """
 
 from __future__ import annotations
@@ -22,9 +32,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from detector.analysis.boundary import BOUNDARY_KINDS, STREAM_START, BoundarySettings, History, locate
+from detector.analysis.breakrules import LONG_BREAK, LONG_SPOT, MAX_BREAK, MAX_SPOT, MIN_PROGRAMME, BreakRules, RuleAction
 from detector.model.bundle import Bundle
-from detector.analysis.decision import Decider, DecisionSettings
-from detector.analysis.framestats import FrameStats
+from detector.analysis.decision import Change, Decider, DecisionSettings
+from detector.analysis.framestats import FrameStats, is_black
 from detector.analysis.segments import Segment
 from detector.analysis.window import Window
 from detector.util.ratelog import RateLimitedLog
@@ -45,6 +56,25 @@ class Transition:
     p_ad: float
     boundary_kind: str          # what placed the boundary: one of BOUNDARY_KINDS (the events' `boundary` field)
     ended: Segment | None
+
+
+@dataclass
+class _Held:
+    """A decided ad end not yet published (min_programme_seconds): where, how, and the
+    programme's probability sums so far (they become the new segment's on release)."""
+
+    boundary: float
+    kind: str
+    label: str
+    p_ad: float
+    p_sum: float = 0.0
+    p_n: int = 0
+
+
+# Black-run marks kept for the spot rules: live, the open break's are enough; offline, all of them.
+LIVE_SPOT_MARKS = 1024
+# Rule actions waiting for the daemon to count them (it drains them after every frame).
+PENDING_ACTIONS = 256
 
 
 @dataclass
@@ -96,6 +126,13 @@ class ChannelEngine:
         self._p_n = 0
         self.stream_start: float | None = None
         self.audio_steps: deque[np.ndarray | None] = deque(maxlen=self.t)
+        # break-structure rules (live form): see the module docstring
+        self.spot_marks: deque[float] = deque(maxlen=None if keep_segments is None else LIVE_SPOT_MARKS)
+        self._prev_black = False
+        self._held: _Held | None = None
+        self._flags: list[str] = []              # flags of the open segment (long_break, long_spot)
+        self._spot_from: float | None = None     # start of the open break's current spot
+        self._actions: deque[RuleAction] = deque(maxlen=PENDING_ACTIONS)
 
     # -- pieces the live daemon also uses
     def ad_probability(self, windows: np.ndarray) -> np.ndarray:
@@ -108,6 +145,7 @@ class ChannelEngine:
         self.decider.reset()
         self.stream_start = None
         self.audio_steps.clear()
+        self._prev_black = False
 
     def update_decision(self, settings: DecisionSettings) -> None:
         self.decider.update_settings(settings)
@@ -118,6 +156,9 @@ class ChannelEngine:
         (same backbone, same window length), otherwise a fresh window starts."""
         self._open, self._p_sum, self._p_n = old._open, old._p_sum, old._p_n
         self.stream_start = old.stream_start
+        self._held, self._flags, self._spot_from = old._held, old._flags, old._spot_from
+        self.spot_marks.extend(old.spot_marks)
+        self._actions.extend(old._actions)
         # counters continue (the daemon exports them as counters), the closed segments too, within our bound
         self.nonfinite_windows += old.nonfinite_windows
         self.segments_closed += old.segments_closed
@@ -133,7 +174,48 @@ class ChannelEngine:
 
     @property
     def current(self) -> tuple[float, bool, str] | None:
+        """The open segment (start, is_ad, label): what has been published. During a held ad
+        end (min_programme_seconds) that is still the ad."""
         return self._open
+
+    @property
+    def rules(self) -> BreakRules:
+        return self.decider.settings.rules
+
+    def take_rule_actions(self) -> list[RuleAction]:
+        """What the break rules did since the last call (for the daemon's metric)."""
+        out = list(self._actions)
+        self._actions.clear()
+        return out
+
+    def _act(self, action: RuleAction, warn: bool = False) -> None:
+        self._actions.append(action)
+        (log.warning if warn else log.info)("%s", action.log_line(self.channel))
+
+    def _mark_spots(self, t: float, stats: FrameStats) -> None:
+        """Remember where black runs start: spot boundaries inside a break."""
+        black = is_black(stats, self.boundary_settings.black_threshold)
+        if black and not self._prev_black and self.stream_start is not None and t > self.stream_start:
+            mark = t - 0.5 / self.fps
+            self.spot_marks.append(mark)
+            if (self._open is not None and self._open[1] and self._spot_from is not None
+                    and mark - self._spot_from >= self.rules.min_spot_seconds):
+                self._spot_from = mark
+        self._prev_black = black
+
+    def _watch_open_break(self, t: float) -> None:
+        """Live maxima: a break or spot running past its maximum is logged and counted once."""
+        if self._open is None or not self._open[1] or self._held is not None:
+            return
+        rules, start = self.rules, self._open[0]
+        if rules.max_break_seconds is not None and LONG_BREAK not in self._flags and t - start > rules.max_break_seconds:
+            self._flags.append(LONG_BREAK)
+            self._act(RuleAction(MAX_BREAK, "flagged", start, t, f"limit={rules.max_break_seconds:g} still_open=true"), warn=True)
+        spot_from = self._spot_from if self._spot_from is not None else start
+        if rules.max_spot_seconds is not None and LONG_SPOT not in self._flags and t - spot_from > rules.max_spot_seconds:
+            self._flags.append(LONG_SPOT)
+            self._act(RuleAction(MAX_SPOT, "flagged", start, t, f"spot_start={spot_from:.2f} limit={rules.max_spot_seconds:g} "
+                                 "still_open=true"), warn=True)
 
     def push(self, t: float, feature: np.ndarray, stats: FrameStats,
              audio: np.ndarray | None = None) -> tuple[WindowResult | None, Transition | None]:
@@ -143,6 +225,7 @@ class ChannelEngine:
         (`audio_steps`) for the audio features of the sequence model's input."""
         if self.stream_start is None:
             self.stream_start = t
+        self._mark_spots(t, stats)
         self.audio_steps.append(audio)
         self.history.push(t, stats, feature)
         if not self.window.push(feature, t):
@@ -153,10 +236,17 @@ class ChannelEngine:
             return None, None
         p_ad = float(np.clip(probs[self.ad_mask].sum(), 0.0, 1.0))
         result = WindowResult(t, probs, p_ad)
-        self._p_sum += p_ad
-        self._p_n += 1
+        if self._held is not None:
+            self._held.p_sum += p_ad
+            self._held.p_n += 1
+        else:
+            self._p_sum += p_ad
+            self._p_n += 1
         change = self.decider.push(probs, t)
+        if self._held is not None:
+            return result, self._held_step(t, change)
         if change is None:
+            self._watch_open_break(t)
             return result, None
         if self._open is None:
             boundary, kind = self.stream_start, STREAM_START
@@ -170,18 +260,58 @@ class ChannelEngine:
             boundary, kind = locate(self.history, change.decided_at, change.search_from, change.is_ad, self.t, self.fps,
                                     self.ad_probability, self.boundary_settings, floor)
             boundary = min(boundary, t)
-        ended = self._close(boundary)
-        self._open = (boundary, change.is_ad, change.label)
-        self.decider.started(boundary)
-        return result, Transition(boundary, t, change.is_ad, change.label, change.p_ad, kind, ended)
+            if self._open[1] and self.rules.min_programme_seconds > 0:
+                # an ad end waits until the programme has lasted min_programme_seconds
+                self._held = _Held(boundary, kind, change.label, change.p_ad)
+                self.decider.started(boundary)
+                return result, self._held_step(t, None)
+        return result, self._begin(boundary, t, change.is_ad, change.label, change.p_ad, kind)
 
-    def _close(self, end: float) -> Segment | None:
+    def _begin(self, boundary: float, t: float, is_ad: bool, label: str, p_ad: float, kind: str) -> Transition:
+        """Close the open segment at `boundary` and open the next."""
+        ended = self._close(boundary)
+        self._open = (boundary, is_ad, label)
+        self._flags = []
+        self._spot_from = boundary if is_ad else None
+        self.decider.started(boundary)
+        return Transition(boundary, t, is_ad, label, p_ad, kind, ended)
+
+    def _held_step(self, t: float, change: Change | None) -> Transition | None:
+        """One window during a held ad end: the break resumes, or the programme has lasted."""
+        held = self._held
+        assert held is not None and self._open is not None
+        if change is not None and change.is_ad:
+            # back to ad within min_programme_seconds: the gap belongs to the break, nothing was published
+            self._held = None
+            self._p_sum += held.p_sum
+            self._p_n += held.p_n
+            self.decider.started(self._open[0])
+            self._act(RuleAction(MIN_PROGRAMME, "merged", held.boundary, t,
+                                 f"break_start={self._open[0]:.2f} limit={self.rules.min_programme_seconds:g}"))
+            return None
+        if change is not None:
+            self.decider.started(held.boundary)     # re-decided programme after a reset: still held
+        if t - held.boundary < self.rules.min_programme_seconds - 1e-9:
+            return None
+        self._held = None
+        transition = self._begin(held.boundary, t, False, held.label, held.p_ad, held.kind)
+        self._p_sum, self._p_n = held.p_sum, held.p_n
+        return transition
+
+    def _close(self, end: float, final: bool = False) -> Segment | None:
+        """Close the open segment at `end`; `final`: the stream ended, no boundary was detected
+        (a break cut short by the end of the stream is not withdrawn for being short)."""
         if self._open is None:
             return None
         start, is_ad, label = self._open
         mean = self._p_sum / self._p_n if self._p_n else 0.5
         conf = mean if is_ad else 1.0 - mean
-        seg = Segment(start, max(end, start), label, is_ad, round(conf, 4))
+        end = max(end, start)
+        short = self.rules.too_short(end - start) if is_ad and not final else None
+        if short is not None:
+            limit = self.rules.min_break_seconds if short == "min_break" else self.rules.min_spot_seconds
+            self._act(RuleAction(short, "withdrawn", start, end, f"label={label} limit={limit:g}"))
+        seg = Segment(start, end, label, is_ad, round(conf, 4), withdrawn=short is not None, flags=tuple(self._flags))
         self.segments.append(seg)
         self.segments_closed += 1
         self._trim_segments()
@@ -201,7 +331,16 @@ class ChannelEngine:
                         np.array2string(np.asarray(probs), precision=3, max_line_width=200), count, self.nonfinite_windows)
 
     def finish(self, end: float) -> Segment | None:
-        """Close the open segment at `end` (end of file, or shutdown)."""
-        seg = self._close(end)
+        """Close the open segment at `end` (end of file, or shutdown).
+
+        With an ad end still held (min_programme_seconds) the break closes at the held
+        boundary, which is where it ended; the programme after it was never published and
+        is not recorded.
+        """
+        if self._held is not None:
+            end, self._held = self._held.boundary, None
+            seg = self._close(end)
+        else:
+            seg = self._close(end, final=True)
         self._open = None
         return seg

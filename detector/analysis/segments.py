@@ -28,6 +28,9 @@ class Segment:
     # (a break shorter than the configured minimum) decided it was no break. Its end is a
     # withdrawal, so the events cancel its SCTE-35 event instead of sending a cue-in.
     withdrawn: bool = False
+    # What the break-structure rules noticed but did not change (detector.analysis.breakrules:
+    # `long_break`, `long_spot`); written to segments.json as `flags` when not empty.
+    flags: tuple[str, ...] = ()
 
     @property
     def duration(self) -> float:

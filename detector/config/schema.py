@@ -248,6 +248,15 @@ class DecisionConfig(_Model):
     # cue-out mid-break); it costs ad ends ~2 s of decision latency (the boundary time is not moved)
     enter_confirm_seconds: Annotated[float, Strict(), Field(ge=0, le=600)] = 0.0
     exit_confirm_seconds: Annotated[float, Strict(), Field(ge=0, le=600)] = 3.0
+    # break-structure rules as Comskip has them (detector.analysis.breakrules); all off by default.
+    # Live: a break shorter than the minimum is withdrawn (segment.end `withdrawn: true`, its cue
+    # cancelled); min_programme_seconds holds ad ends back until the programme has lasted that
+    # long (adds up to that much latency to ad ends). Offline: relabelled / merged. Maxima flag.
+    min_break_seconds: Annotated[float, Strict(), Field(ge=0, le=86400)] = 0.0          # Comskip min_commercialbreak
+    max_break_seconds: Annotated[float, Strict(), Field(gt=0, le=86400)] | None = None  # max_commercialbreak
+    min_spot_seconds: Annotated[float, Strict(), Field(ge=0, le=86400)] = 0.0           # min_commercial_size
+    max_spot_seconds: Annotated[float, Strict(), Field(gt=0, le=86400)] | None = None   # max_commercial_size
+    min_programme_seconds: Annotated[float, Strict(), Field(ge=0, le=86400)] = 0.0      # min_show_segment_length
 
     @field_validator("exit_threshold")
     @classmethod
@@ -257,13 +266,27 @@ class DecisionConfig(_Model):
             raise ValueError(f"exit_threshold ({v:g}) must be <= enter_threshold ({enter:g})")
         return v
 
+    @field_validator("max_break_seconds", "max_spot_seconds")
+    @classmethod
+    def _check_max_over_min(cls, v: float | None, info: ValidationInfo) -> float | None:
+        low_key = "min_break_seconds" if info.field_name == "max_break_seconds" else "min_spot_seconds"
+        low = info.data.get(low_key)
+        if v is not None and low is not None and v < low:
+            raise ValueError(f"{info.field_name} ({v:g}) must be >= {low_key} ({low:g}), or null for no maximum")
+        return v
+
     def to_settings(self) -> DecisionSettings:
         """The pure decider's settings (hop_seconds belongs to the engine, not the decider)."""
+        from detector.analysis.breakrules import BreakRules
         from detector.analysis.decision import DecisionSettings   # numpy: not needed just to check a config
 
+        rules = BreakRules(min_break_seconds=self.min_break_seconds, max_break_seconds=self.max_break_seconds,
+                           min_spot_seconds=self.min_spot_seconds, max_spot_seconds=self.max_spot_seconds,
+                           min_programme_seconds=self.min_programme_seconds)
         return DecisionSettings(enter_threshold=self.enter_threshold, exit_threshold=self.exit_threshold,
                                 min_segment_seconds=self.min_segment_seconds, smoothing_windows=self.smoothing_windows,
-                                enter_confirm_seconds=self.enter_confirm_seconds, exit_confirm_seconds=self.exit_confirm_seconds)
+                                enter_confirm_seconds=self.enter_confirm_seconds, exit_confirm_seconds=self.exit_confirm_seconds,
+                                rules=rules)
 
 
 def _check_zmq_endpoint(v: str, info: ValidationInfo) -> str:

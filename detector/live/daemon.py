@@ -42,7 +42,7 @@ from detector.live import sdnotify
 from detector.live.capture import Capture, CaptureSettings
 from detector.live.channel import Channel, ChannelMonitor
 from detector.live.health import ChannelHealth, HealthInputs, assess
-from detector.live.inference_loop import InferenceLoop, publish_segment
+from detector.live.inference_loop import InferenceLoop, flag_fields, publish_segment
 from detector.live.loader import ModelLoader
 from detector.live.metrics import Metrics
 from detector.live.ring import Ring
@@ -272,7 +272,8 @@ class Daemon:
             seg = ch.engine.finish(ch.last_media) if ch.engine.current else None
             if seg is not None:
                 publish_segment(self.events, "segment.end", ch, seg.label, seg.is_ad, seg.confidence, seg.end, STREAM_END,
-                                pts=ch.pts_marks.pts_at(seg.end), withdrawn=seg.withdrawn, duration=round(seg.duration, 3))
+                                pts=ch.pts_marks.pts_at(seg.end), withdrawn=seg.withdrawn, duration=round(seg.duration, 3),
+                                **flag_fields(seg))
             if ch.up:
                 self.metrics.stream_up.labels(channel=ch.name).set(0)
                 self.events.publish("stream.down", ch.name, reason="shutdown")

@@ -22,6 +22,7 @@ import numpy as np
 
 from detector.analysis.audio import level_dbfs
 from detector.analysis.engine import ChannelEngine, Transition
+from detector.analysis.segments import Segment
 from detector.events.schema import rfc3339
 from detector.events.scte35 import Scte35Cue, splice_event_id, splice_insert
 from detector.live.batcher import allocate, batch_due
@@ -154,6 +155,8 @@ class InferenceLoop:
         result, tr = ch.engine.push(meta.media_time, feat, meta.stats, audio)
         if ch.engine.nonfinite_windows != nonfinite:
             self.metrics.nonfinite_windows.labels(channel=ch.name).inc(ch.engine.nonfinite_windows - nonfinite)
+        for action in ch.engine.take_rule_actions():      # the engine logged them
+            self.metrics.break_rule_actions.labels(channel=ch.name, rule=action.rule).inc()
         ch.analysed += 1
         self.metrics.frames_analyzed.labels(channel=ch.name).inc()
         if result is not None:
@@ -167,7 +170,7 @@ class InferenceLoop:
         if tr.ended is not None:
             e = tr.ended
             publish_segment(self.events, "segment.end", ch, e.label, e.is_ad, e.confidence, e.end, tr.boundary_kind,
-                            pts=ch.pts_marks.pts_at(e.end), withdrawn=e.withdrawn, duration=round(e.duration, 3))
+                            pts=ch.pts_marks.pts_at(e.end), withdrawn=e.withdrawn, duration=round(e.duration, 3), **flag_fields(e))
         ch.segment_no += 1
         ch.segment_id = f"{ch.name}-{self.run_id[:8]}-{ch.segment_no}"
         conf = tr.p_ad if tr.is_ad else 1.0 - tr.p_ad
@@ -175,6 +178,12 @@ class InferenceLoop:
                  tr.boundary, tr.decided_at, tr.boundary_kind)
         publish_segment(self.events, "segment.start", ch, tr.label, tr.is_ad, round(conf, 4), tr.boundary, tr.boundary_kind,
                         pts=ch.pts_marks.pts_at(tr.boundary))
+
+
+def flag_fields(seg: Segment) -> dict[str, Any]:
+    """What the break rules noticed but did not change, for a `segment.end`: `flags` such as
+    `long_break` / `long_spot` (only when there is any; `withdrawn` is publish_segment's own)."""
+    return {"flags": list(seg.flags)} if seg.flags else {}
 
 
 def segment_cue(typ: str, segment_id: str, pts: int | None, withdrawn: bool = False) -> Scte35Cue:

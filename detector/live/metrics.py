@@ -76,6 +76,10 @@ Extras (not in the contract, so they may change with a changelog note):
   ``ad_detector_marker_output_errors_total{channel}`` (failed opens/writes, each retried with
   backoff), ``ad_detector_marker_delay_seconds{channel}`` (programme held back right now) and
   ``ad_detector_marker_output_up{channel}``.
+- ``ad_detector_break_rule_actions_total{channel,rule}``: what the break-structure rules did
+  (rule in ``detector.analysis.breakrules.RULES``: a break withdrawn by ``min_break`` /
+  ``min_spot``, a programme gap merged into a break by ``min_programme``, a break or spot
+  flagged by ``max_break`` / ``max_spot``), each also logged as ``break rule channel=... rule=...``.
 - ``ad_detector_auth_failures_total{reason}``: client handshakes refused by CURVE
   (``unknown_key``, ``handshake``); see detector/events/curve.py.
 
@@ -94,6 +98,7 @@ from importlib import metadata
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import generate_latest
 
+from detector.analysis.breakrules import RULES as BREAK_RULES
 from detector.events.outputs.base import AUTH_FAILURE_REASONS
 from detector.events.outputs.base import DROP_REASONS as OUTPUT_DROP_REASONS
 from detector.events.schema import TYPES
@@ -226,6 +231,10 @@ class Metrics:
         self.pts_wraps = Counter(
             "ad_detector_pts_wraps", "Times the source's 33-bit 90 kHz PTS wrapped to 0 (every 26.5 h of a live "
             "MPEG-TS); the media timeline continues across it.", ["channel"], registry=r)
+        self.break_rule_actions = Counter(
+            "ad_detector_break_rule_actions", "Actions of the break-structure rules (decision.*_break/spot/programme_seconds), "
+            "by rule: withdrawn short breaks, merged short programme gaps, flagged long breaks and spots.",
+            ["channel", "rule"], registry=r)
         self.auth_failures = Counter(
             "ad_detector_auth_failures", "Client handshakes refused by CURVE (events.curve), by reason "
             "(unknown_key: key not in allowed_clients_dir; handshake: failed before authentication, e.g. a client without CURVE).",
@@ -278,6 +287,8 @@ class Metrics:
             self.last_frame_timestamp.labels(channel=channel).set(0)
             for kind in FAULT_KINDS:
                 self.stream_faults.labels(channel=channel, kind=kind)
+            for rule in BREAK_RULES:
+                self.break_rule_actions.labels(channel=channel, rule=rule)
         for channel in self.marker_channels:
             self.marker_cues.labels(channel=channel)
             self.marker_late_cues.labels(channel=channel)

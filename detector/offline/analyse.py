@@ -11,7 +11,7 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from detector.analysis.clock import PtsMarks
 from detector.model.bundle import Bundle
+from detector.analysis.breakrules import BreakRules, RuleAction, apply_offline
 from detector.analysis.decision import DecisionSettings
 from detector.analysis.engine import ChannelEngine, Transition
 from detector.errors import UsageError
@@ -47,6 +48,7 @@ class Analysis:
     timings: dict[str, float] = field(default_factory=dict)
     # (media time, source PTS) of every analysed frame: a boundary's PTS for the SCTE-35 formats
     pts_marks: PtsMarks = field(default_factory=lambda: PtsMarks(capacity=None))
+    rule_actions: list[RuleAction] = field(default_factory=list)   # what the break-structure rules changed or flagged
 
     @property
     def first_pts(self) -> int | None:
@@ -68,9 +70,17 @@ def default_providers(requested: Sequence[str] | None) -> list[str]:
 
 def analyse(video: Path, bundle: Bundle, models: Models, decision: DecisionSettings | None = None, hop_seconds: float = 1.0,
             batch_size: int = 16, progress: bool = True) -> Analysis:
-    """Run the whole engine over one file."""
+    """Run the whole engine over one file.
+
+    The break-structure rules in `decision.rules` are applied in their whole-recording form
+    (`breakrules.apply_offline`) to the closed segments, not in the engine's live form: offline
+    nothing has been published, so a short break is relabelled rather than withdrawn, and a
+    short programme gap is merged without holding anything back. `transitions` stay the
+    engine's own decisions.
+    """
     info = open_video(video)
-    engine = ChannelEngine(bundle, models.probabilities, decision or DecisionSettings(), hop_seconds)
+    decision = decision or DecisionSettings()
+    engine = ChannelEngine(bundle, models.probabilities, replace(decision, rules=BreakRules()), hop_seconds)
     report = DecodeReport()
     times: list[float] = []
     probs: list[np.ndarray] = []
@@ -113,5 +123,9 @@ def analyse(video: Path, bundle: Bundle, models: Models, decision: DecisionSetti
         raise UsageError(f"{video}: too short to classify: {duration:.1f} s decoded, the model needs a window of "
                          f"{bundle.window_frames / bundle.analysis_fps:.1f} s")
     engine.finish(duration)
-    return Analysis(video, list(bundle.classes), list(bundle.ad_classes), np.asarray(times), np.stack(probs), engine.segments,
-                    transitions, duration, fps, report.frames_decoded, report, timings, marks)
+    programme = next(c for c in bundle.classes if c not in bundle.ad_classes)
+    segments, actions = apply_offline(engine.segments, decision.rules, programme, list(engine.spot_marks))
+    for action in actions:
+        (log.warning if action.action == "flagged" else log.info)("%s", action.log_line(video.name))
+    return Analysis(video, list(bundle.classes), list(bundle.ad_classes), np.asarray(times), np.stack(probs), segments,
+                    transitions, duration, fps, report.frames_decoded, report, timings, marks, actions)

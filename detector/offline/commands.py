@@ -10,6 +10,8 @@ import logging
 import sys
 from pathlib import Path
 
+from detector.analysis.breakrules import BreakRules
+from detector.analysis.decision import DecisionSettings
 from detector.errors import UsageError
 from detector.model.bundle import Bundle, load_bundle
 from detector.model.models import Models
@@ -32,6 +34,21 @@ def _check_video_arg(video: str) -> Path:
     return path
 
 
+def rules_from_args(args: argparse.Namespace) -> BreakRules:
+    """The break rules of `--min-break` ... `--min-programme` (absent: off), checked like check-config does."""
+    values = {name: getattr(args, name, None) for name in ("min_break", "max_break", "min_spot", "max_spot", "min_programme")}
+    for name, value in values.items():
+        if value is not None and not (0 <= value <= 86400):
+            raise UsageError(f"--{name.replace('_', '-')}: {value:g} is not a number of seconds between 0 and 86400")
+    for kind in ("break", "spot"):
+        low, high = values[f"min_{kind}"], values[f"max_{kind}"]
+        if low is not None and high is not None and high < low:
+            raise UsageError(f"--max-{kind} ({high:g}) must be >= --min-{kind} ({low:g})")
+    return BreakRules(min_break_seconds=values["min_break"] or 0.0, max_break_seconds=values["max_break"],
+                      min_spot_seconds=values["min_spot"] or 0.0, max_spot_seconds=values["max_spot"],
+                      min_programme_seconds=values["min_programme"] or 0.0)
+
+
 def classify_command(args: argparse.Namespace) -> int:
     from detector.offline.cues import plan_cues
     from detector.offline.formats import DEFAULT_FORMATS, check_formats, ensure_writable_dir, write_outputs
@@ -45,11 +62,12 @@ def classify_command(args: argparse.Namespace) -> int:
         from detector.offline.hls import check_mpegts
 
         check_mpegts(video)
+    decision = DecisionSettings(rules=rules_from_args(args))
     out_dir = Path(args.output)
     bundle = load_bundle(Path(args.model))   # a bad bundle is refused before OUT_DIR is created
     ensure_writable_dir(out_dir)
     models = _models(bundle, args)
-    result = analyse(video, bundle, models, progress=not args.no_progress)
+    result = analyse(video, bundle, models, decision, progress=not args.no_progress)
     cue_plan = plan_cues(result.segments, result.pts_marks.pts_at, result.first_pts, video.stem, preroll)
     written = write_outputs(out_dir, video.stem, result.segments, result.times, result.probs, result.classes,
                             result.ad_classes, result.fps, result.total_frames, result.duration, formats,
@@ -60,8 +78,8 @@ def classify_command(args: argparse.Namespace) -> int:
         written.append(write_annotated(video, out_dir / f"{video.stem}.annotated.mp4", result, progress=not args.no_progress))
     ads = [s for s in result.segments if s.is_ad]
     t = result.timings
-    log.info("classified file=%s duration_s=%.1f ad_segments=%d ad_seconds=%.1f speed_x_realtime=%.1f", video, result.duration,
-             len(ads), sum(s.duration for s in ads), result.duration / max(t["total_s"], 1e-9))
+    log.info("classified file=%s duration_s=%.1f ad_segments=%d ad_seconds=%.1f speed_x_realtime=%.1f break_rule_actions=%d", video,
+             result.duration, len(ads), sum(s.duration for s in ads), result.duration / max(t["total_s"], 1e-9), len(result.rule_actions))
     for path in written:
         print(path)
     return 0
@@ -72,10 +90,11 @@ def evaluate_command(args: argparse.Namespace) -> int:
     from detector.analysis.segments import read_labels
 
     video = _check_video_arg(args.video)
+    decision = DecisionSettings(rules=rules_from_args(args))
     bundle = load_bundle(Path(args.model))
     truth = read_labels(Path(args.truth), set(bundle.ad_classes), ad_label=bundle.ad_classes[0])
     models = _models(bundle, args)
-    result = analyse(video, bundle, models, progress=not args.no_progress)
+    result = analyse(video, bundle, models, decision, progress=not args.no_progress)
     figures = score(result.segments, truth, result.duration)
     figures["video"] = str(video)
     figures["speed_x_realtime"] = round(result.duration / max(result.timings["total_s"], 1e-9), 2)

@@ -81,6 +81,8 @@ def segments_json(segments: list[Segment]) -> str:
                 "confidence": confidence,
             }
         )
+        if seg.flags:   # what the break rules noticed (long_break, long_spot): only when there is any
+            items[-1]["flags"] = list(seg.flags)
     return json.dumps(items, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
 
