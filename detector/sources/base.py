@@ -37,12 +37,23 @@ class SourceOptions:
     decode_threads: int = 1            # per channel; 0 = libav picks (offline, where speed is the point)
     analysis_fps: float = 0.0          # what the analysis keeps; decides whether non-reference frames are decoded
     skip_nonref: bool = True
+    measure_loudness: bool = False     # also deliver the source's own channels at >= 32 kHz (take_loudness)
 
 
 @dataclass(frozen=True)
 class AudioChunk:
     source_seconds: float      # start, on the source clock (as `position()`)
     samples: np.ndarray        # float32 mono at the source's AUDIO_RATE
+
+
+@dataclass(frozen=True)
+class LoudnessChunk:
+    """The source's own audio channels, for the BS.1770 meter (detector.analysis.loudness)."""
+
+    source_seconds: float      # start, on the source clock (as `position()`)
+    rate: int                  # Hz, >= 32 kHz (the source's own rate, or 48 kHz for a lower one)
+    samples: np.ndarray        # float32 [channels, n]
+    weights: tuple[float, ...]  # BS.1770 weight of each channel (LFE 0, surround 1.41)
 
 
 @dataclass(frozen=True)
@@ -111,6 +122,11 @@ class Source(ABC):
 
     def take_audio(self) -> list[AudioChunk]:
         """Audio decoded since the last call."""
+        return []
+
+    def take_loudness(self) -> list[LoudnessChunk]:
+        """The source's own channels decoded since the last call (only with
+        `options.measure_loudness`; empty for a source without audio)."""
         return []
 
     def take_data(self) -> list[DataPacket]:
