@@ -197,7 +197,7 @@ def _add_offline_commands(sub: Any) -> None:
     p.add_argument("-m", "--model", required=True, help="model bundle directory")
     p.add_argument("-o", "--output", required=True, help="output directory")
     p.add_argument("--annotate", action="store_true", help="also write NAME.annotated.mp4")
-    p.add_argument("--formats", nargs="+", metavar="FMT", help="subset of: json edl txt ffmeta csv png (default: all)")
+    p.add_argument("--formats", nargs="+", metavar="FMT", help="subset of: json edl txt ffmeta csv png loudness (default: all but loudness)")
     _add_engine_options(p)
     p.set_defaults(func=cmd_classify)
 

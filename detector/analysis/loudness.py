@@ -50,6 +50,14 @@ JOIN_TOLERANCE = 0.1                 # seconds: audio this close to the end of a
 SURROUND_WEIGHT = 1.41
 SURROUND_CHANNELS = frozenset({"BL", "BR", "BC", "SL", "SR", "TBL", "TBC", "TBR", "SDL", "SDR"})
 LFE_CHANNELS = frozenset({"LFE", "LFE2", "LFE1"})
+#: What FFmpeg assumes for a stream whose channel layout is unknown (`av_channel_layout_default`):
+#: a PCM track in Matroska, for one, carries only its channel count.
+GUESSED_LAYOUTS: dict[int, tuple[str, ...]] = {
+    1: ("FC",), 2: ("FL", "FR"), 3: ("FL", "FR", "LFE"), 4: ("FL", "FR", "FC", "BC"), 5: ("FL", "FR", "FC", "BL", "BR"),
+    6: ("FL", "FR", "FC", "LFE", "BL", "BR"), 7: ("FL", "FR", "FC", "LFE", "BC", "SL", "SR"),
+    8: ("FL", "FR", "FC", "LFE", "BL", "BR", "SL", "SR"),
+}
+_UNKNOWN_CHANNEL = frozenset({"", "NONE", "UNKNOWN", "UNUSED"})
 
 
 def k_weighting_sos(rate: float) -> np.ndarray:
@@ -80,7 +88,11 @@ def channel_weights(names: Sequence[str]) -> tuple[float, ...]:
 
     (The same choice as FFmpeg's ebur128 filter: side, back and top-back channels count as
     surround.) A mono source is one channel of weight 1: it is not treated as dual mono.
+    Channels without names (an unknown layout) are named as FFmpeg guesses them from their
+    count, so a 6-channel PCM track is 5.1 and its LFE is left out, as FFmpeg does.
     """
+    if any(n.upper() in _UNKNOWN_CHANNEL or n.upper().startswith("USR") for n in names) and len(names) in GUESSED_LAYOUTS:
+        names = GUESSED_LAYOUTS[len(names)]
     return tuple(0.0 if n.upper() in LFE_CHANNELS else SURROUND_WEIGHT if n.upper() in SURROUND_CHANNELS else 1.0
                  for n in names)
 
@@ -192,13 +204,30 @@ class GatedHistogram:
         self.counts[:] = 0
         self.sums[:] = 0.0
 
-    def add(self, power: float) -> None:
+    def _bin(self, power: float) -> int | None:
         level = float(lufs(power)) if power > 0 else -math.inf
         if not level > ABSOLUTE_GATE_LUFS:
-            return
-        i = min(len(self.counts) - 1, int((level - ABSOLUTE_GATE_LUFS) * self.GRAIN))
-        self.counts[i] += 1
-        self.sums[i] += power
+            return None
+        return min(len(self.counts) - 1, int((level - ABSOLUTE_GATE_LUFS) * self.GRAIN))
+
+    def add(self, power: float) -> None:
+        i = self._bin(power)
+        if i is not None:
+            self.counts[i] += 1
+            self.sums[i] += power
+
+    def remove(self, power: float) -> None:
+        """Take back a block added before (the tail of a segment that ended in the past)."""
+        i = self._bin(power)
+        if i is not None and self.counts[i] > 0:
+            self.counts[i] -= 1
+            self.sums[i] = max(0.0, self.sums[i] - power) if self.counts[i] else 0.0
+
+    def copy(self) -> "GatedHistogram":
+        other = GatedHistogram()
+        other.counts[:] = self.counts
+        other.sums[:] = self.sums
+        return other
 
     def integrated(self) -> float | None:
         n = int(self.counts.sum())
@@ -339,7 +368,21 @@ class LoudnessMeter:
             for power in powers[starts >= at - 1e-6]:
                 self._segment.add(float(power))
 
-    def segment_integrated(self) -> float | None:
-        """Integrated loudness of the current segment so far (LUFS); None before any gated audio."""
+    def segment_integrated(self, until: float | None = None) -> float | None:
+        """Integrated loudness of the current segment so far (LUFS); None before any gated audio.
+
+        `until`: only up to that media time, for a segment whose end was placed in the past
+        (a decision comes seconds after its boundary): the blocks after it, still held,
+        are taken back, so an ad's figure is not coloured by the programme that followed.
+        """
         with self._lock:
-            return self._segment.integrated()
+            if until is None or self._segment_from is None:
+                return self._segment.integrated()
+            hist = self._segment.copy()
+            t = np.fromiter(self._t, np.float64, len(self._t))
+            p = np.fromiter(self._p, np.float64, len(self._p))
+            starts, powers = block_powers(t, p, MOMENTARY_SUBBLOCKS)
+            late = (starts >= self._segment_from - 1e-6) & (starts + MOMENTARY_SUBBLOCKS * SUBBLOCK_SECONDS > until + 1e-6)
+            for power in powers[late]:
+                hist.remove(float(power))
+            return hist.integrated()

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from detector.analysis.audio import AudioBuffer
+from detector.analysis.loudness import LoudnessMeter
 from detector.analysis.clock import PtsMarks
 from detector.analysis.engine import ChannelEngine
 from detector.sources.cues import UpstreamCue
@@ -47,6 +48,7 @@ class Channel:
     audio: AudioBuffer = field(default_factory=AudioBuffer)
     pts_marks: PtsMarks = field(default_factory=PtsMarks)     # media time -> source PTS of analysed frames
     audio_from: float | None = None                           # where the next analysis step's audio starts
+    loudness: LoudnessMeter = field(default_factory=LoudnessMeter)   # BS.1770 meter of the source's own channels
 
     def wall_of(self, media_time: float) -> float:
         """Wall-clock time of a point on the channel timeline, from the latest frame."""

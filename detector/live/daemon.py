@@ -226,7 +226,7 @@ class Daemon:
                                    udp_fifo_packets=k.udp_fifo_packets, decode_threads=k.decode_threads,
                                    skip_nonref=k.skip_nonref_frames)
         ch.capture = Capture(c.name, settings, ch.ring, self.bundle.analysis_fps, self.bundle.input_size,
-                             ChannelMonitor(ch, self.metrics, self.events), audio=ch.audio)
+                             ChannelMonitor(ch, self.metrics, self.events), audio=ch.audio, loudness=ch.loudness)
         cap = ch.capture
 
         def start() -> None:

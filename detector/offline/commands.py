@@ -32,17 +32,19 @@ def _check_video_arg(video: str) -> Path:
 
 
 def classify_command(args: argparse.Namespace) -> int:
-    from detector.offline.formats import FORMATS, check_formats, ensure_writable_dir, write_outputs
+    from detector.offline.formats import DEFAULT_FORMATS, check_formats, ensure_writable_dir, write_outputs
 
     video = _check_video_arg(args.video)
-    formats = check_formats(args.formats or FORMATS)
+    formats = check_formats(args.formats or DEFAULT_FORMATS)
     out_dir = Path(args.output)
     bundle = load_bundle(Path(args.model))   # a bad bundle is refused before OUT_DIR is created
     ensure_writable_dir(out_dir)
     models = _models(bundle, args)
-    result = analyse(video, bundle, models, progress=not args.no_progress)
+    result = analyse(video, bundle, models, progress=not args.no_progress, loudness=True)
+    if not result.report.has_audio:
+        log.warning("no audio stream, loudness not measured file=%s (integrated_lufs and loudness_range_lu are null)", video)
     written = write_outputs(out_dir, video.stem, result.segments, result.times, result.probs, result.classes,
-                            result.ad_classes, result.fps, result.total_frames, result.duration, formats)
+                            result.ad_classes, result.fps, result.total_frames, result.duration, formats, loudness=result.loudness)
     if args.annotate:
         from detector.offline.annotate import write_annotated
 
