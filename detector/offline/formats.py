@@ -275,7 +275,7 @@ def write_outputs(
     fps: float,
     total_frames: int,
     duration: float,
-    formats: Iterable[str] = FORMATS,
+    formats: Iterable[str] = DEFAULT_FORMATS,
     truth: list[Segment] | None = None,
     loudness: LoudnessTrack | None = None,
 ) -> list[Path]:
