@@ -54,7 +54,7 @@ class LibavSource(Source):
         self._audio: Any = None
         self._resampler: Any = None
         self._loud_resampler: Any = None
-        self._loud_key: tuple[str, int, int] | None = None   # (layout, channels, rate) the loudness resampler was made for
+        self._loud_key: tuple[str, int, int, str] | None = None   # (layout, channels, rate, format) of the last loudness frame
         self._loud_weights: tuple[float, ...] = ()
         self._loud_chunks: deque[LoudnessChunk] = deque(maxlen=MAX_PENDING_AUDIO)
         self._data_streams: set[int] = set()
@@ -288,33 +288,41 @@ class LibavSource(Source):
     def _keep_for_loudness(self, frame: Any, seconds: float) -> None:
         """The frame's own channels as planar float at >= 32 kHz, for the BS.1770 meter.
 
-        A second resampler beside the 16 kHz mono one: loudness sums the power of each
-        channel (a mono downmix of correlated stereo reads ~3 dB low) and K-weighting lifts
-        frequencies above 8 kHz. Most broadcast audio is already 48 kHz, so this is a sample
-        format conversion; a rate below 32 kHz is raised to 48 kHz. A layout or rate change
-        mid-stream gets a fresh resampler (the meter starts a new run).
+        Beside the 16 kHz mono analysis audio, not derived from it: loudness sums the power of each
+        channel (a mono downmix of correlated stereo reads 1.4 LU low) and K-weighting lifts
+        frequencies above 8 kHz. AAC, AC-3 and MP2 decode to planar float, mostly at 48 kHz:
+        those frames are taken as they are; other formats are converted, and a rate below
+        32 kHz is raised to 48 kHz. A layout or rate change mid-stream gets a fresh
+        resampler (the meter starts a new run).
         """
         import av.audio.resampler
         layout = frame.layout
-        key = (layout.name, len(layout.channels), int(frame.sample_rate))
+        key = (layout.name, len(layout.channels), int(frame.sample_rate), frame.format.name)
+        if key != self._loud_key:
+            self._loud_weights = channel_weights([c.name for c in layout.channels])
+        if frame.format.name == "fltp" and key[2] >= LOUDNESS_MIN_RATE:
+            self._loud_key = key
+            self._loud_chunks_append(seconds, key[2], frame.to_ndarray())
+            return
         try:
-            if key != self._loud_key:
+            if key != self._loud_key or self._loud_resampler is None:
                 rate = key[2] if key[2] >= LOUDNESS_MIN_RATE else LOUDNESS_RATE
                 self._loud_resampler = av.audio.resampler.AudioResampler(format="fltp", layout=layout, rate=rate)
                 self._loud_key = key
-                self._loud_weights = channel_weights([c.name for c in layout.channels])
             out = self._loud_resampler.resample(frame)
         except Exception as exc:        # an odd layout: the analysis audio goes on without the loudness path
             self._loud_key = None
+            self._loud_resampler = None
             self._fault("audio_decode_error", error="loudness path: " + _describe(exc))
             return
-        if not out:
-            return
-        rate = out[0].sample_rate
-        samples = np.concatenate([f.to_ndarray() for f in out], axis=1).astype(np.float32, copy=False)
+        if out:
+            self._loud_chunks_append(seconds, out[0].sample_rate, np.concatenate([f.to_ndarray() for f in out], axis=1))
+
+    def _loud_chunks_append(self, seconds: float, rate: int, samples: np.ndarray) -> None:
+        samples = samples.astype(np.float32, copy=False)
         if len(self._loud_chunks) == MAX_PENDING_AUDIO:
             self._fault("audio_decode_error", error="loudness audio far ahead of its video: oldest dropped")
-        self._loud_chunks.append(LoudnessChunk(seconds, rate, samples, self._loud_weights))
+        self._loud_chunks.append(LoudnessChunk(seconds, int(rate), samples, self._loud_weights))
 
     def _ticks(self, value: int | None, time_base: Fraction | None) -> int | None:
         if value is None or time_base is None:
