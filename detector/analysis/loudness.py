@@ -250,6 +250,10 @@ class LoudnessMeter:
     """
 
     def __init__(self, keep_seconds: float | None = 120.0):
+        # imported here, not at module import (scipy.signal takes ~0.6 s): a meter is made at
+        # start, so the capture thread never pays it while holding the lock mid-stream
+        from scipy.signal import sosfilt
+        self._sosfilt = sosfilt
         maxlen = None if keep_seconds is None else max(SHORT_TERM_SUBBLOCKS, int(keep_seconds / SUBBLOCK_SECONDS))
         self._t: deque[float] = deque(maxlen=maxlen)
         self._p: deque[float] = deque(maxlen=maxlen)
@@ -283,8 +287,7 @@ class LoudnessMeter:
                 if self._key is not None:
                     self.restarts += 1
                 self._new_run(t, key)
-            from scipy.signal import sosfilt     # here, not at import: scipy.signal takes 0.6 s to import
-            y, self._zi = sosfilt(self._sos, x, axis=-1, zi=self._zi)
+            y, self._zi = self._sosfilt(self._sos, x, axis=-1, zi=self._zi)
             power = np.einsum("c,cn->n", self._weights, np.square(y, dtype=np.float64))
             self._accumulate(power)
             self._run_samples += x.shape[1]
