@@ -246,8 +246,10 @@ class Daemon:
         for ch in self.channels.values():
             seg = ch.engine.finish(ch.last_media) if ch.engine.current else None
             if seg is not None:
+                lufs = ch.loudness.segment_integrated(until=seg.end)
                 publish_segment(self.events, "segment.end", ch, seg.label, seg.is_ad, seg.confidence, seg.end, STREAM_END,
-                                pts=ch.pts_marks.pts_at(seg.end), duration=round(seg.duration, 3))
+                                pts=ch.pts_marks.pts_at(seg.end), duration=round(seg.duration, 3),
+                                integrated_lufs=None if lufs is None else round(lufs, 1))
             if ch.up:
                 self.metrics.stream_up.labels(channel=ch.name).set(0)
                 self.events.publish("stream.down", ch.name, reason="shutdown")
