@@ -222,7 +222,7 @@ def _add_offline_commands(sub: Any) -> None:
     p.add_argument("-o", "--output", required=True, help="output directory")
     p.add_argument("--annotate", action="store_true", help="also write NAME.annotated.mp4")
     p.add_argument("--formats", nargs="+", metavar="FMT",
-                   help="any of: json edl txt ffmeta csv png scte35 dash hls (default: json edl txt ffmeta csv png)")
+                   help="any of: json edl txt ffmeta csv png scte35 dash hls loudness (default: json edl txt ffmeta csv png)")
     p.add_argument("--preroll-seconds", type=float, default=4.0, metavar="S",
                    help="scte35 sidecar: insert each cue S seconds before its splice point (default: 4)")
     _add_engine_options(p)

@@ -221,7 +221,7 @@ def offline_run(video: Path, truth_csv: Path, model_dir: Path, out_dir: Path) ->
     print(f"== backbone: {models.plan.engine} {models.precision}", flush=True)
     truth = read_labels(truth_csv, set(bundle.ad_classes))
     print(f"== classifying {video.name} offline, at full speed", flush=True)
-    result = analyse(video, bundle, models)
+    result = analyse(video, bundle, models, loudness=True)
     true_edges = [(s.start, "ad starts") for s in truth if s.is_ad and s.start > 0] + [(s.end, "ad ends") for s in truth if s.is_ad and s.end < result.duration - 0.05]
     print(f"\n{'found at':>9}  {'event':<10} {'label':<12} {'boundary':<8} {'truth':>8}  {'error':>7}")
     for tr in result.transitions:
@@ -235,7 +235,7 @@ def offline_run(video: Path, truth_csv: Path, model_dir: Path, out_dir: Path) ->
         print(f"{clock(tr.boundary):>9}  {kind:<10} {tr.label:<12} {tr.boundary_kind:<8} {clock(nearest) if nearest is not None else '-':>8}  {err:>7}")
     figures = score(result.segments, truth, result.duration)
     written = write_outputs(out_dir, video.stem, result.segments, result.times, result.probs, result.classes, result.ad_classes,
-                            result.fps, result.total_frames, result.duration, truth=truth)
+                            result.fps, result.total_frames, result.duration, truth=truth, loudness=result.loudness)
     print("\n" + table(figures))
     print(f"\nfiles for media centres in {out_dir}: " + ", ".join(p.name for p in written))
     print(f"speed: {result.duration / max(result.timings['total_s'], 1e-9):.1f}x real time on this machine")

@@ -43,6 +43,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from detector.analysis.audio import AudioBuffer
+from detector.analysis.loudness import LoudnessMeter
 from detector.analysis.clock import PTS_HZ, signed_delta
 from detector.analysis.framestats import frame_stats
 from detector.analysis.sampler import Sampler
@@ -91,11 +92,11 @@ class CaptureSettings:
     skip_nonref: bool = True
     tap: Callable[[bytes], None] | None = None      # the inline marker's raw-TS tap (detector.sources.tap)
 
-    def source_options(self, analysis_fps: float = 0.0) -> SourceOptions:
+    def source_options(self, analysis_fps: float = 0.0, measure_loudness: bool = False) -> SourceOptions:
         return SourceOptions(open_timeout=self.open_timeout, read_timeout=self.read_timeout, rtsp_transport=self.rtsp_transport,
                              hls_read_timeout=self.hls_read_timeout, udp_fifo_packets=self.udp_fifo_packets,
                              decode_threads=self.decode_threads, analysis_fps=analysis_fps, skip_nonref=self.skip_nonref,
-                             tap=self.tap)
+                             tap=self.tap, measure_loudness=measure_loudness)
 
 
 class CaptureObserver(Protocol):
@@ -125,9 +126,10 @@ class Capture:
     """Owns the capture thread(s) of one channel; what it learns goes to `observer`."""
 
     def __init__(self, channel: str, settings: CaptureSettings, ring: Ring, analysis_fps: float, input_size: tuple[int, int],
-                 observer: CaptureObserver, audio: AudioBuffer | None = None):
+                 observer: CaptureObserver, audio: AudioBuffer | None = None, loudness: LoudnessMeter | None = None):
         self.channel = channel
         self.audio = audio
+        self.loudness = loudness           # the BS.1770 meter of the source's own channels (the loudness metric)
         self.settings = settings
         self.ring = ring
         self.analysis_fps = analysis_fps
@@ -241,7 +243,7 @@ class Capture:
         """One connection: returns why it ended and whether frames flowed."""
         s = self.settings
         t_open = self.attempt_started = time.monotonic()
-        source = open_source(s.source, s.source_options(self.analysis_fps))
+        source = open_source(s.source, s.source_options(self.analysis_fps, measure_loudness=self.loudness is not None))
         try:
             if not source.open():
                 took = time.monotonic() - t_open
@@ -363,6 +365,10 @@ class Capture:
             t = clock.to_channel(chunk.source_seconds)
             if t is not None and self.audio is not None:
                 self.audio.write(t, chunk.samples)
+        for loud in source.take_loudness():
+            t = clock.to_channel(loud.source_seconds)
+            if t is not None and self.loudness is not None:
+                self.loudness.write(t, loud.samples, loud.rate, loud.weights)
         for packet in source.take_data():
             cue = parse_cue(packet.payload, packet.pts)
             if cue is None:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from detector.analysis.audio import AudioBuffer
+from detector.analysis.loudness import LoudnessMeter
 from detector.analysis.clock import PtsMarks
 from detector.analysis.engine import ChannelEngine
 from detector.events.scte35 import Scte35Cue
@@ -52,6 +53,7 @@ class Channel:
     # who else acts on this channel's SCTE-35 cues besides the events (the inline marker): called
     # with each cue right after its event is published, on the inference thread, must not block
     cue_sinks: list[Callable[[Scte35Cue], None]] = field(default_factory=list)
+    loudness: LoudnessMeter = field(default_factory=LoudnessMeter)   # BS.1770 meter of the source's own channels
 
     def wall_of(self, media_time: float) -> float:
         """Wall-clock time of a point on the channel timeline, from the latest frame."""

@@ -251,7 +251,7 @@ class Daemon:
                                    skip_nonref=k.skip_nonref_frames,
                                    tap=self.markers[c.name].feed if c.name in self.markers else None)
         ch.capture = Capture(c.name, settings, ch.ring, self.bundle.analysis_fps, self.bundle.input_size,
-                             ChannelMonitor(ch, self.metrics, self.events), audio=ch.audio)
+                             ChannelMonitor(ch, self.metrics, self.events), audio=ch.audio, loudness=ch.loudness)
         cap = ch.capture
 
         def start() -> None:
@@ -271,9 +271,10 @@ class Daemon:
         for ch in self.channels.values():
             seg = ch.engine.finish(ch.last_media) if ch.engine.current else None
             if seg is not None:
+                lufs = ch.loudness.segment_integrated(until=seg.end)
                 publish_segment(self.events, "segment.end", ch, seg.label, seg.is_ad, seg.confidence, seg.end, STREAM_END,
                                 pts=ch.pts_marks.pts_at(seg.end), withdrawn=seg.withdrawn, duration=round(seg.duration, 3),
-                                **flag_fields(seg))
+                                integrated_lufs=None if lufs is None else round(lufs, 1), **flag_fields(seg))
             if ch.up:
                 self.metrics.stream_up.labels(channel=ch.name).set(0)
                 self.events.publish("stream.down", ch.name, reason="shutdown")

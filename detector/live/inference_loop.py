@@ -13,6 +13,7 @@ batch never runs half on one model and half on another.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -165,12 +166,23 @@ class InferenceLoop:
             self.metrics.decision_latency.labels(channel=ch.name).observe(time.monotonic() - meta.mono_time)
         if tr is not None:
             self._transition(ch, tr)
+        self._loudness(ch, meta.media_time)
+
+    def _loudness(self, ch: Channel, now: float) -> None:
+        """The channel's BS.1770 gauges (NaN while there is no measurement)."""
+        gauge = self.metrics.loudness
+        for window, value in (("short_term", ch.loudness.short_term(now)), ("integrated_segment", ch.loudness.segment_integrated())):
+            gauge.labels(channel=ch.name, window=window).set(math.nan if value is None else round(value, 2))
 
     def _transition(self, ch: Channel, tr: Transition) -> None:
         if tr.ended is not None:
             e = tr.ended
+            # the ended segment's integrated loudness (LUFS, its own channels; null without a measurement)
+            lufs = ch.loudness.segment_integrated(until=e.end)
             publish_segment(self.events, "segment.end", ch, e.label, e.is_ad, e.confidence, e.end, tr.boundary_kind,
-                            pts=ch.pts_marks.pts_at(e.end), withdrawn=e.withdrawn, duration=round(e.duration, 3), **flag_fields(e))
+                            pts=ch.pts_marks.pts_at(e.end), withdrawn=e.withdrawn, duration=round(e.duration, 3),
+                            integrated_lufs=None if lufs is None else round(lufs, 1), **flag_fields(e))
+        ch.loudness.start_segment(tr.boundary)
         ch.segment_no += 1
         ch.segment_id = f"{ch.name}-{self.run_id[:8]}-{ch.segment_no}"
         conf = tr.p_ad if tr.is_ad else 1.0 - tr.p_ad

@@ -59,6 +59,12 @@ Extras (not in the contract, so they may change with a changelog note):
   `MetricsServer` refreshes it from the same callback as ``/healthz`` at every scrape, so the
   two never disagree.
 - ``ad_detector_build_info{version,python,onnxruntime}``: what is running, for joins in PromQL.
+- ``ad_detector_loudness_lufs{channel,window}``: ITU-R BS.1770 loudness of the source's own
+  channels (not the analysis downmix), ``window`` = ``short_term`` (the latest 3 s) or
+  ``integrated_segment`` (gated integrated loudness of the current segment since its boundary:
+  what a station compares between an ad and the programme around it). NaN while there is no
+  measurement: no audio, less than 3 s of it, only digital silence (below the -70 LUFS gate),
+  or before the first segment.
 - ``ad_detector_audio_present{channel}``: 1 when the source has an audio stream, 0 when not
   (logged once per connection: ``source has no audio``); ``ad_detector_audio_level_dbfs{channel}``:
   RMS level of the latest analysis step's audio.
@@ -91,6 +97,7 @@ drop them.
 from __future__ import annotations
 
 import logging
+import math
 import platform
 from collections.abc import Sequence
 from importlib import metadata
@@ -113,6 +120,7 @@ MARKER_DROP_REASONS = ("queue_full", "buffer_full", "output_down")
 DROP_REASONS = ("ring_overflow", "decode_error", "timestamp_jump", "replayed", "shutdown")
 EVENT_TYPES = TYPES           # the wire schema's event types (detector.events.schema), one series each
 MODELS = ("backbone", "sequence")
+LOUDNESS_WINDOWS = ("short_term", "integrated_segment")   # ad_detector_loudness_lufs{window}
 EVENT_DROP_REASONS = OUTPUT_DROP_REASONS   # what an output may drop an event for (detector.events.outputs.base)
 
 # One backbone batch on a CPU takes tens to hundreds of ms, a sequence call ~1 ms, a large
@@ -228,6 +236,10 @@ class Metrics:
         self.audio_level = Gauge(
             "ad_detector_audio_level_dbfs", "RMS level of the audio of the latest analysis step (dBFS; -120 for silence).",
             ["channel"], registry=r)
+        self.loudness = Gauge(
+            "ad_detector_loudness_lufs", "ITU-R BS.1770 loudness of the channel's own audio channels (LUFS): "
+            "window=short_term the latest 3 s, window=integrated_segment the gated integral of the current segment; "
+            "NaN without a measurement (no audio, digital silence).", ["channel", "window"], registry=r)
         self.pts_wraps = Counter(
             "ad_detector_pts_wraps", "Times the source's 33-bit 90 kHz PTS wrapped to 0 (every 26.5 h of a live "
             "MPEG-TS); the media timeline continues across it.", ["channel"], registry=r)
@@ -283,6 +295,8 @@ class Metrics:
             self.upstream_cues.labels(channel=channel)
             self.audio_present.labels(channel=channel).set(0)
             self.audio_level.labels(channel=channel).set(-120)
+            for window in LOUDNESS_WINDOWS:
+                self.loudness.labels(channel=channel, window=window).set(math.nan)
             self.pts_wraps.labels(channel=channel)
             self.last_frame_timestamp.labels(channel=channel).set(0)
             for kind in FAULT_KINDS:

@@ -22,6 +22,7 @@ from detector.model.bundle import Bundle
 from detector.analysis.breakrules import BreakRules, RuleAction, apply_offline
 from detector.analysis.decision import DecisionSettings
 from detector.analysis.engine import ChannelEngine, Transition
+from detector.analysis.loudness import LoudnessMeter, LoudnessTrack
 from detector.errors import UsageError
 from detector.model.features import batched, prefetch
 from detector.model.backends.onnxruntime import nvidia_driver_present
@@ -54,6 +55,7 @@ class Analysis:
     def first_pts(self) -> int | None:
         """The first frame's PTS (90 kHz, mod 2**33): where the recording's own clock starts."""
         return self.report.first_pts
+    loudness: LoudnessTrack | None = None     # the file's loudness sub-blocks (when measured; empty without audio)
 
     @property
     def p_ad(self) -> np.ndarray:
@@ -69,8 +71,8 @@ def default_providers(requested: Sequence[str] | None) -> list[str]:
 
 
 def analyse(video: Path, bundle: Bundle, models: Models, decision: DecisionSettings | None = None, hop_seconds: float = 1.0,
-            batch_size: int = 16, progress: bool = True) -> Analysis:
-    """Run the whole engine over one file.
+            batch_size: int = 16, progress: bool = True, loudness: bool = False) -> Analysis:
+    """Run the whole engine over one file; with `loudness`, also meter its audio (BS.1770).
 
     The break-structure rules in `decision.rules` are applied in their whole-recording form
     (`breakrules.apply_offline`) to the closed segments, not in the engine's live form: offline
@@ -90,7 +92,8 @@ def analyse(video: Path, bundle: Bundle, models: Models, decision: DecisionSetti
     bar = tqdm(total=info.frame_count or None, desc=video.name[-30:], unit="frame", disable=not progress,
                file=sys.stderr, dynamic_ncols=True)
     started = time.perf_counter()
-    frames = prefetch(sample_video(video, bundle.analysis_fps, bundle.input_size, report, info))
+    meter = LoudnessMeter(keep_seconds=None) if loudness else None
+    frames = prefetch(sample_video(video, bundle.analysis_fps, bundle.input_size, report, info, loudness=meter))
     mark = time.perf_counter()
     for batch in batched(frames, batch_size):
         t0 = time.perf_counter()
@@ -123,9 +126,12 @@ def analyse(video: Path, bundle: Bundle, models: Models, decision: DecisionSetti
         raise UsageError(f"{video}: too short to classify: {duration:.1f} s decoded, the model needs a window of "
                          f"{bundle.window_frames / bundle.analysis_fps:.1f} s")
     engine.finish(duration)
+    track = meter.track() if meter is not None else None
+    if meter is not None and meter.restarts:
+        log.info("loudness audio restarted file=%s restarts=%d (gaps or format changes in the audio)", video, meter.restarts)
     programme = next(c for c in bundle.classes if c not in bundle.ad_classes)
     segments, actions = apply_offline(engine.segments, decision.rules, programme, list(engine.spot_marks))
     for action in actions:
         (log.warning if action.action == "flagged" else log.info)("%s", action.log_line(video.name))
     return Analysis(video, list(bundle.classes), list(bundle.ad_classes), np.asarray(times), np.stack(probs), segments,
-                    transitions, duration, fps, report.frames_decoded, report, timings, marks, actions)
+                    transitions, duration, fps, report.frames_decoded, report, timings, marks, actions, track)

@@ -67,11 +67,13 @@ def classify_command(args: argparse.Namespace) -> int:
     bundle = load_bundle(Path(args.model))   # a bad bundle is refused before OUT_DIR is created
     ensure_writable_dir(out_dir)
     models = _models(bundle, args)
-    result = analyse(video, bundle, models, decision, progress=not args.no_progress)
+    result = analyse(video, bundle, models, decision, progress=not args.no_progress, loudness=True)
+    if not result.report.has_audio:
+        log.warning("no audio stream, loudness not measured file=%s (integrated_lufs and loudness_range_lu are null)", video)
     cue_plan = plan_cues(result.segments, result.pts_marks.pts_at, result.first_pts, video.stem, preroll)
     written = write_outputs(out_dir, video.stem, result.segments, result.times, result.probs, result.classes,
                             result.ad_classes, result.fps, result.total_frames, result.duration, formats,
-                            cue_plan=cue_plan, video=video)
+                            cue_plan=cue_plan, video=video, loudness=result.loudness)
     if args.annotate:
         from detector.offline.annotate import write_annotated
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from detector.analysis.loudness import LoudnessTrack, SegmentLoudness
 from detector.errors import RuntimeFailure, UsageError
 from detector.util.fsutil import atomic_write_text
 from detector.analysis.clock import PTS_HZ, PTS_MODULUS
@@ -31,10 +32,10 @@ from detector.offline.cues import CuePlan
 log = logging.getLogger(__name__)
 
 #: Names accepted by `classify --formats`, in the order files are written.
-FORMATS: tuple[str, ...] = ("json", "edl", "txt", "ffmeta", "csv", "png", "scte35", "dash", "hls")
+FORMATS: tuple[str, ...] = ("json", "edl", "txt", "ffmeta", "csv", "png", "scte35", "dash", "hls", "loudness")
 
 #: What `classify` writes without `--formats`: the media-centre files. The broadcast formats
-#: (SCTE-35 sidecar, DASH EventStream) are asked for by name (CONTRACT.md "Offline outputs").
+#: (SCTE-35 sidecar, DASH EventStream, HLS playlist) and the loudness report are asked for by name (CONTRACT.md "Offline outputs").
 DEFAULT_FORMATS: tuple[str, ...] = ("json", "edl", "txt", "ffmeta", "csv", "png")
 
 #: Formats that speak the recording's own PTS clock: skipped (with one log line) without it.
@@ -51,7 +52,11 @@ SUFFIXES: dict[str, str] = {
     "scte35": ".scte35.txt",
     "dash": ".eventstream.xml",
     "hls": ".m3u8",
+    "loudness": ".loudness.csv",
 }
+
+#: Header of `NAME.loudness.csv` (docs/CONTRACT.md "Offline outputs").
+LOUDNESS_HEADER = ("start", "end", "label", "integrated_lufs", "loudness_range_lu")
 
 #: Comskip writes exactly this separator line (19 dashes) after its header.
 COMSKIP_DASHES = "-------------------"
@@ -62,28 +67,66 @@ def _seconds(value: float) -> float:
     return round(float(value), 3)
 
 
-def segments_json(segments: list[Segment]) -> str:
+def _lu(value: float | None) -> float | None:
+    """Loudness figures to 0.1 LU, as meters show them and loudness rules state limits."""
+    return round(float(value), 1) if value is not None and math.isfinite(value) else None
+
+
+def segment_loudness(segments: Sequence[Segment], track: LoudnessTrack | None) -> list[SegmentLoudness]:
+    """Integrated loudness and loudness range of each segment (all None without a track)."""
+    if track is None:
+        return [SegmentLoudness(None, None) for _ in segments]
+    return [track.segment(seg.start, seg.end) for seg in segments]
+
+
+def segments_json(segments: list[Segment], loudness: Sequence[SegmentLoudness] | None = None) -> str:
     """`NAME.segments.json`: a JSON array of `{start, end, label, is_ad, confidence}`.
 
     Times in seconds with 3 decimals. A non-finite confidence becomes `null`, because
-    `NaN` is not JSON and would break strict parsers (browsers, `jq`).
+    `NaN` is not JSON and would break strict parsers (browsers, `jq`). With `loudness`
+    (one per segment, what `classify` passes), each entry adds `integrated_lufs` and
+    `loudness_range_lu` (0.1 LU; `null` where the segment has no or too little audio).
     """
+    if loudness is not None and len(loudness) != len(segments):
+        raise ValueError(f"{len(loudness)} loudness figures for {len(segments)} segments")
     items = []
-    for seg in segments:
+    for i, seg in enumerate(segments):
         raw = float(seg.confidence)
         confidence: float | None = round(raw, 3) if math.isfinite(raw) else None
-        items.append(
-            {
-                "start": _seconds(seg.start),
-                "end": _seconds(seg.end),
-                "label": seg.label,
-                "is_ad": bool(seg.is_ad),
-                "confidence": confidence,
-            }
-        )
+        item: dict[str, object] = {
+            "start": _seconds(seg.start),
+            "end": _seconds(seg.end),
+            "label": seg.label,
+            "is_ad": bool(seg.is_ad),
+            "confidence": confidence,
+        }
+        if loudness is not None:
+            item["integrated_lufs"] = _lu(loudness[i].integrated_lufs)
+            item["loudness_range_lu"] = _lu(loudness[i].loudness_range_lu)
         if seg.flags:   # what the break rules noticed (long_break, long_spot): only when there is any
-            items[-1]["flags"] = list(seg.flags)
+            item["flags"] = list(seg.flags)
+        items.append(item)
     return json.dumps(items, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def loudness_csv(segments: Sequence[Segment], loudness: Sequence[SegmentLoudness]) -> str:
+    """`NAME.loudness.csv`: `start,end,label,integrated_lufs,loudness_range_lu` per segment.
+
+    What a station needs to answer a complaint that the ads are louder: ITU-R BS.1770
+    integrated loudness (LUFS) and EBU Tech 3342 loudness range (LU) of every ad and
+    programme segment, to 0.1 LU. An empty field where the segment has no audio above
+    the gates (no audio track, digital silence) or is too short (integrated loudness needs
+    400 ms, the range 3 s).
+    """
+    if len(loudness) != len(segments):
+        raise ValueError(f"{len(loudness)} loudness figures for {len(segments)} segments")
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(LOUDNESS_HEADER)
+    for seg, loud in zip(segments, loudness):
+        cells = [_lu(loud.integrated_lufs), _lu(loud.loudness_range_lu)]
+        writer.writerow([f"{seg.start:.3f}", f"{seg.end:.3f}", seg.label, *("" if c is None else f"{c:.1f}" for c in cells)])
+    return buf.getvalue()
 
 
 def edl(segments: list[Segment]) -> str:
@@ -318,6 +361,7 @@ def write_outputs(
     truth: list[Segment] | None = None,
     cue_plan: CuePlan | None = None,
     video: Path | None = None,
+    loudness: LoudnessTrack | None = None,
 ) -> list[Path]:
     """Write `classify`'s files for one recording into `out_dir`; return the paths written.
 
@@ -330,6 +374,8 @@ def write_outputs(
     why) gets no such file, and one log line says so: a cue on an invented clock would
     splice at the wrong place. `video` (an MPEG-TS recording) is what the hls playlist's
     byte ranges point into, by a path relative to `out_dir`.
+    `loudness` is the recording's measured loudness track (what `classify` passes; empty for a
+    file without audio): segments.json entries then carry the loudness keys.
     """
     chosen = check_formats(formats)
     if not name or "/" in name or os.sep in name or name in (".", ".."):
@@ -338,6 +384,8 @@ def write_outputs(
     ensure_writable_dir(out_dir)
 
     ad_set = set(ad_classes)
+    measured = loudness is not None
+    per_segment = segment_loudness(segments, loudness) if measured or "loudness" in chosen else None
     written: list[Path] = []
     for fmt in chosen:
         path = out_dir / f"{name}{SUFFIXES[fmt]}"
@@ -347,7 +395,7 @@ def write_outputs(
             continue
         try:
             if fmt == "json":
-                atomic_write_text(path, segments_json(segments))
+                atomic_write_text(path, segments_json(segments, per_segment if measured else None))
             elif fmt == "edl":
                 atomic_write_text(path, edl(segments))
             elif fmt == "txt":
@@ -372,6 +420,8 @@ def write_outputs(
                 from detector.offline.timeline import render_timeline  # matplotlib only when asked for
 
                 render_timeline(path, times, ad_probability(probs, classes, ad_set), segments, duration, name, truth)
+            elif fmt == "loudness":
+                atomic_write_text(path, loudness_csv(segments, per_segment or []))
         except OSError as exc:
             raise RuntimeFailure(f"cannot write {path}: {exc.strerror or exc}") from None
         written.append(path)

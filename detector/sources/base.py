@@ -41,12 +41,23 @@ class SourceOptions:
     # the inline marker's raw-TS tap (detector.sources.tap): every input byte, as read; only
     # file, udp and srt sources honour it (check-config refuses an `output` on the others)
     tap: Callable[[bytes], None] | None = None
+    measure_loudness: bool = False     # also deliver the source's own channels at >= 32 kHz (take_loudness)
 
 
 @dataclass(frozen=True)
 class AudioChunk:
     source_seconds: float      # start, on the source clock (as `position()`)
     samples: np.ndarray        # float32 mono at the source's AUDIO_RATE
+
+
+@dataclass(frozen=True)
+class LoudnessChunk:
+    """The source's own audio channels, for the BS.1770 meter (detector.analysis.loudness)."""
+
+    source_seconds: float      # start, on the source clock (as `position()`)
+    rate: int                  # Hz, >= 32 kHz (the source's own rate, or 48 kHz for a lower one)
+    samples: np.ndarray        # float32 [channels, n]
+    weights: tuple[float, ...]  # BS.1770 weight of each channel (LFE 0, surround 1.41)
 
 
 @dataclass(frozen=True)
@@ -115,6 +126,11 @@ class Source(ABC):
 
     def take_audio(self) -> list[AudioChunk]:
         """Audio decoded since the last call."""
+        return []
+
+    def take_loudness(self) -> list[LoudnessChunk]:
+        """The source's own channels decoded since the last call (only with
+        `options.measure_loudness`; empty for a source without audio)."""
         return []
 
     def take_data(self) -> list[DataPacket]:

@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from detector.analysis.clock import PTS_HZ, PtsUnwrapper, to_ticks, wrap
-from detector.sources.base import AudioChunk, DataPacket, Source
+from detector.analysis.loudness import MIN_RATE as LOUDNESS_MIN_RATE, channel_weights
+from detector.sources.base import AudioChunk, DataPacket, LoudnessChunk, Source
 from detector.sources.cues import is_scte35_stream, packet_ticks
 from detector.sources.urls import redact_text
 
@@ -37,6 +38,7 @@ AUDIO_RATE = 16_000            # mono float32 at 16 kHz: enough for loudness, si
 SCALER = "AREA"                # swscale's area filter: antialiased, and as cheap as OpenCV's bilinear here
 MAX_PENDING_AUDIO = 4096       # chunks waiting for the capture (AAC at 48 kHz: 87 s; the capture drains every frame)
 MAX_PENDING_DATA = 256
+LOUDNESS_RATE = 48_000         # the loudness path's rate for a source below LOUDNESS_MIN_RATE (FFmpeg's ebur128 does the same)
 
 
 class LibavSource(Source):
@@ -51,6 +53,10 @@ class LibavSource(Source):
         self._video: Any = None
         self._audio: Any = None
         self._resampler: Any = None
+        self._loud_resampler: Any = None
+        self._loud_key: tuple[str, int, int, str] | None = None   # (layout, channels, rate, format) of the last loudness frame
+        self._loud_weights: tuple[float, ...] = ()
+        self._loud_chunks: deque[LoudnessChunk] = deque(maxlen=MAX_PENDING_AUDIO)
         self._data_streams: set[int] = set()
         self._maybe_cues: set[int] = set()
         self._frames: deque[Any] = deque()
@@ -186,6 +192,11 @@ class LibavSource(Source):
         self._audio_chunks.clear()
         return out
 
+    def take_loudness(self) -> list[LoudnessChunk]:
+        out = list(self._loud_chunks)
+        self._loud_chunks.clear()
+        return out
+
     def take_data(self) -> list[DataPacket]:
         out = list(self._data)
         self._data.clear()
@@ -271,6 +282,47 @@ class LibavSource(Source):
             if len(self._audio_chunks) == MAX_PENDING_AUDIO:
                 self._fault("audio_decode_error", error="audio far ahead of its video (badly interleaved source): oldest dropped")
             self._audio_chunks.append(AudioChunk(seconds, samples))
+            if self.options.measure_loudness:
+                self._keep_for_loudness(frame, seconds)
+
+    def _keep_for_loudness(self, frame: Any, seconds: float) -> None:
+        """The frame's own channels as planar float at >= 32 kHz, for the BS.1770 meter.
+
+        Beside the 16 kHz mono analysis audio, not derived from it: loudness sums the power of each
+        channel (a mono downmix of correlated stereo reads 1.4 LU low) and K-weighting lifts
+        frequencies above 8 kHz. AAC, AC-3 and MP2 decode to planar float, mostly at 48 kHz:
+        those frames are taken as they are; other formats are converted, and a rate below
+        32 kHz is raised to 48 kHz. A layout or rate change mid-stream gets a fresh
+        resampler (the meter starts a new run).
+        """
+        import av.audio.resampler
+        layout = frame.layout
+        key = (layout.name, len(layout.channels), int(frame.sample_rate), frame.format.name)
+        if key != self._loud_key:
+            self._loud_weights = channel_weights([c.name for c in layout.channels])
+        if frame.format.name == "fltp" and key[2] >= LOUDNESS_MIN_RATE:
+            self._loud_key = key
+            self._loud_chunks_append(seconds, key[2], frame.to_ndarray())
+            return
+        try:
+            if key != self._loud_key or self._loud_resampler is None:
+                rate = key[2] if key[2] >= LOUDNESS_MIN_RATE else LOUDNESS_RATE
+                self._loud_resampler = av.audio.resampler.AudioResampler(format="fltp", layout=layout, rate=rate)
+                self._loud_key = key
+            out = self._loud_resampler.resample(frame)
+        except Exception as exc:        # an odd layout: the analysis audio goes on without the loudness path
+            self._loud_key = None
+            self._loud_resampler = None
+            self._fault("audio_decode_error", error="loudness path: " + _describe(exc))
+            return
+        if out:
+            self._loud_chunks_append(seconds, out[0].sample_rate, np.concatenate([f.to_ndarray() for f in out], axis=1))
+
+    def _loud_chunks_append(self, seconds: float, rate: int, samples: np.ndarray) -> None:
+        samples = samples.astype(np.float32, copy=False)
+        if len(self._loud_chunks) == MAX_PENDING_AUDIO:
+            self._fault("audio_decode_error", error="loudness audio far ahead of its video: oldest dropped")
+        self._loud_chunks.append(LoudnessChunk(seconds, int(rate), samples, self._loud_weights))
 
     def _ticks(self, value: int | None, time_base: Fraction | None) -> int | None:
         if value is None or time_base is None:

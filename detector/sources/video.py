@@ -24,6 +24,7 @@ import numpy as np
 
 from detector.analysis.audio import AudioBuffer
 from detector.analysis.framestats import FrameStats, frame_stats
+from detector.analysis.loudness import LoudnessMeter
 from detector.analysis.sampler import Sampler
 from detector.analysis.timeline import ChannelTimeline
 from detector.errors import UsageError
@@ -132,25 +133,27 @@ def open_video(path: Path) -> VideoInfo:
     return VideoInfo(path, fps, max(0, count), width, height, has_audio)
 
 
-def file_source(path: Path, analysis_fps: float = 0.0, threads: int = 0) -> FileSource:
+def file_source(path: Path, analysis_fps: float = 0.0, threads: int = 0, loudness: bool = False) -> FileSource:
     """The live capture's file source, tuned for speed: libav picks the decoder threads."""
     return FileSource(str(path), SourceOptions(open_timeout=30.0, read_timeout=30.0, decode_threads=threads,
-                                               analysis_fps=analysis_fps, skip_nonref=analysis_fps > 0))
+                                               analysis_fps=analysis_fps, skip_nonref=analysis_fps > 0,
+                                               measure_loudness=loudness))
 
 
 def sample_video(path: Path, analysis_fps: float, size: tuple[int, int], report: DecodeReport | None = None,
-                 info: VideoInfo | None = None) -> Iterator[SampledFrame]:
+                 info: VideoInfo | None = None, loudness: LoudnessMeter | None = None) -> Iterator[SampledFrame]:
     """Yield the sampled frames of a file, scaled to `size`, with their stats, PTS and audio.
 
     Stops quietly at the end; a file that stops decoding before its container said it
     would is reported in `report.truncated` with the time decoding reached, so the caller
-    can warn with that time instead of failing the whole recording.
+    can warn with that time instead of failing the whole recording. With `loudness`, the
+    file's own audio channels are metered into it on the same timeline (the loudness report).
     """
     path = Path(path)
     info = info or open_video(path)
     report = report if report is not None else DecodeReport()
     report.fps = info.fps
-    source = file_source(path, analysis_fps)
+    source = file_source(path, analysis_fps, loudness=loudness is not None)
     if not source.open():
         raise UsageError(f"{path}: not a video FFmpeg can open ({source.open_error or 'unknown error'})")
     report.has_audio = bool(source.has_audio)
@@ -186,6 +189,10 @@ def sample_video(path: Path, analysis_fps: float, size: tuple[int, int], report:
                 t = clock.to_channel(chunk.source_seconds)
                 if t is not None and audio is not None:
                     audio.write(t, chunk.samples)
+            for loud in source.take_loudness():
+                t = clock.to_channel(loud.source_seconds)
+                if t is not None and loudness is not None:
+                    loudness.write(t, loud.samples, loud.rate, loud.weights)
             source.take_data()
             source.take_faults()
             t = placed.t

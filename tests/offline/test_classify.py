@@ -89,7 +89,8 @@ def test_classify_writes_every_contract_file(classified, demo_set) -> None:
     for a, b in zip(segments, segments[1:]):
         assert a["end"] == pytest.approx(b["start"]) and a["is_ad"] != b["is_ad"]
     for seg in segments:
-        assert set(seg) == {"start", "end", "label", "is_ad", "confidence"}
+        assert set(seg) == {"start", "end", "label", "is_ad", "confidence", "integrated_lufs", "loudness_range_lu"}
+        assert seg["integrated_lufs"] is None and seg["loudness_range_lu"] is None    # the demo broadcast has no audio
         assert seg["label"] == ("commercial" if seg["is_ad"] else "football")
         assert 0.0 <= seg["confidence"] <= 1.0
     ads = [s for s in segments if s["is_ad"]]

@@ -45,6 +45,54 @@ def test_segments_json_stays_valid_json_with_nan_confidence() -> None:
     assert json.loads(text)[0]["confidence"] is None
 
 
+def _stepped_track() -> "LoudnessTrack":
+    """100 ms sub-blocks over 0..130 s: ads (10-40.5, 95-125.04) 6 dB louder than the programme."""
+    from detector.analysis.loudness import LoudnessTrack
+
+    times = np.round(np.arange(1300) * 0.1, 3)
+    loud = ((times >= 10.0) & (times < 40.5)) | ((times >= 95.0) & (times < 125.04))
+    powers = np.where(loud, 10 ** ((-17.0 + 0.691) / 10), 10 ** ((-23.0 + 0.691) / 10))
+    return LoudnessTrack(times, powers)
+
+
+def test_segment_loudness_and_its_two_files() -> None:
+    per = formats.segment_loudness(SEGMENTS, _stepped_track())
+    assert [p.integrated_lufs for p in per] == pytest.approx([-23.0, -17.0, -23.0, -17.0, -23.0], abs=0.01)
+    assert [p.loudness_range_lu for p in per] == pytest.approx([0.0] * 5, abs=0.01)
+    data = json.loads(formats.segments_json(SEGMENTS, per))
+    assert data[1] == {"start": 10.0, "end": 40.5, "label": "commercial", "is_ad": True, "confidence": 0.877,
+                       "integrated_lufs": -17.0, "loudness_range_lu": 0.0}
+    text = formats.loudness_csv(SEGMENTS, per)
+    lines = text.splitlines()
+    assert lines[0] == "start,end,label,integrated_lufs,loudness_range_lu"
+    assert lines[2] == "10.000,40.500,commercial,-17.0,0.0"
+    assert len(lines) == len(SEGMENTS) + 1
+
+
+def test_loudness_of_a_recording_without_audio_is_null_and_empty() -> None:
+    from detector.analysis.loudness import LoudnessTrack
+
+    per = formats.segment_loudness(SEGMENTS, LoudnessTrack(np.zeros(0), np.zeros(0)))
+    data = json.loads(formats.segments_json(SEGMENTS, per))
+    assert all(d["integrated_lufs"] is None and d["loudness_range_lu"] is None for d in data)
+    assert formats.loudness_csv(SEGMENTS, per).splitlines()[1] == "0.000,10.000,programme,,"
+    # a 2 s segment has an integrated loudness but no range (that needs one 3 s block)
+    short = formats.segment_loudness([Segment(0.0, 2.0, "commercial", True, 0.9)], _stepped_track())[0]
+    assert short.integrated_lufs == pytest.approx(-23.0, abs=0.01) and short.loudness_range_lu is None
+
+
+def test_loudness_is_opt_in_and_segments_json_carries_it_when_measured(tmp_path: Path) -> None:
+    times, probs = _probs(10)
+    default = formats.write_outputs(tmp_path / "a", "show", SEGMENTS, times, probs, CLASSES, ["commercial"], 25.0, 3250, 130.0,
+                                    formats=["json"])
+    assert "integrated_lufs" not in json.loads(default[0].read_text())[0]       # nothing measured: the keys are left out
+    paths = formats.write_outputs(tmp_path / "b", "show", SEGMENTS, times, probs, CLASSES, ["commercial"], 25.0, 3250, 130.0,
+                                  formats=["json", "loudness"], loudness=_stepped_track())
+    assert [p.name for p in paths] == ["show.segments.json", "show.loudness.csv"]
+    assert json.loads(paths[0].read_text())[3]["integrated_lufs"] == -17.0
+    assert "loudness" in formats.FORMATS and "loudness" not in formats.DEFAULT_FORMATS
+
+
 def test_edl_reads_the_way_kodi_reads_it() -> None:
     text = formats.edl(SEGMENTS)
     lines = text.splitlines()
