@@ -44,6 +44,7 @@ class Analysis:
     total_frames: int
     report: DecodeReport
     timings: dict[str, float] = field(default_factory=dict)
+    cues: np.ndarray | None = None    # raw cue vector of every analysed frame [frames, K] (bundles with blocks; NaN = missing)
 
     @property
     def p_ad(self) -> np.ndarray:
@@ -67,6 +68,7 @@ def analyse(video: Path, bundle: Bundle, models: Models, decision: DecisionSetti
     times: list[float] = []
     probs: list[np.ndarray] = []
     transitions: list[Transition] = []
+    cues: list[np.ndarray] = []
     timings = {"decode_resize_s": 0.0, "backbone_s": 0.0, "sequence_decision_s": 0.0}
     bar = tqdm(total=info.frame_count or None, desc=video.name[-30:], unit="frame", disable=not progress,
                file=sys.stderr, dynamic_ncols=True)
@@ -81,6 +83,8 @@ def analyse(video: Path, bundle: Bundle, models: Models, decision: DecisionSetti
         timings["backbone_s"] += t1 - t0
         for frame, feat in zip(batch, feats):
             result, change = engine.push(frame.media_time, feat, frame.stats, frame.audio)
+            if engine.last_cues is not None:
+                cues.append(engine.last_cues)
             if result is not None:
                 times.append(result.time)
                 probs.append(result.probs)
@@ -99,9 +103,13 @@ def analyse(video: Path, bundle: Bundle, models: Models, decision: DecisionSetti
     if report.truncated:
         log.warning("decoding stopped early file=%s decoded_until_s=%.2f frames=%d of %d", video, report.last_time,
                     report.frames_decoded, info.frame_count)
+    if any(b.name == "audio" for b in bundle.blocks) and not report.has_audio:
+        # documented behaviour, not an error: the audio block is marked missing (see detector.analysis.blocks.base)
+        log.warning("source has no audio, the model's audio block is marked missing file=%s blocks=%s", video,
+                    ",".join(b.name for b in bundle.blocks))
     if not probs:
         raise UsageError(f"{video}: too short to classify: {duration:.1f} s decoded, the model needs a window of "
                          f"{bundle.window_frames / bundle.analysis_fps:.1f} s")
     engine.finish(duration)
     return Analysis(video, list(bundle.classes), list(bundle.ad_classes), np.asarray(times), np.stack(probs), engine.segments,
-                    transitions, duration, fps, report.frames_decoded, report, timings)
+                    transitions, duration, fps, report.frames_decoded, report, timings, np.stack(cues) if cues else None)
