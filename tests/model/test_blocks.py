@@ -93,14 +93,14 @@ def blocks_bundle(tmp_path_factory, bundle_dir: Path, backbone_dir: Path, demo_s
 
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory, demo_set) -> tuple[Path, Path, Path]:
-    """24 s of the demo broadcast around its first break edge (football to 12 s, then ads), with
-    its sound, the same without an audio stream, and the truth."""
+    """14 s of the demo broadcast around its first break edge (football to 8 s, then ads: one
+    8 s window and six more decisions), with its sound, the same without an audio stream, and the truth."""
     d = tmp_path_factory.mktemp("clip")
     with_audio, silent, truth = d / "edge.mp4", d / "edge_noaudio.mp4", d / "edge.csv"
-    subprocess.run(["ffmpeg", "-v", "error", "-ss", "18", "-i", str(demo_set.broadcast), "-t", "24", "-c:v", "mpeg4", "-q:v", "3",
+    subprocess.run(["ffmpeg", "-v", "error", "-ss", "22", "-i", str(demo_set.broadcast), "-t", "14", "-c:v", "mpeg4", "-q:v", "3",
                     "-c:a", "aac", str(with_audio)], check=True, timeout=120)
     subprocess.run(["ffmpeg", "-v", "error", "-i", str(with_audio), "-an", "-c", "copy", str(silent)], check=True, timeout=60)
-    truth.write_text("start,end,label\n0.000,12.000,football\n12.000,24.000,commercial\n")
+    truth.write_text("start,end,label\n0.000,8.000,football\n8.000,14.000,commercial\n")
     return with_audio, silent, truth
 
 
@@ -157,7 +157,7 @@ def test_a_source_without_audio_runs_with_the_audio_block_missing(blocks_bundle:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "source has no audio, the model's audio block is marked missing" in proc.stderr
     segments = json.loads((tmp_path / "out" / "edge_noaudio.segments.json").read_text())
-    assert segments and segments[0]["start"] == 0.0 and segments[-1]["end"] == pytest.approx(24.0, abs=0.1)
+    assert segments and segments[0]["start"] == 0.0 and segments[-1]["end"] == pytest.approx(14.0, abs=0.1)
 
     cfg = tmp_path / "config.yaml"
     ep = write_config(cfg, blocks_bundle, [{"name": "mute", "source": str(silent)}])
