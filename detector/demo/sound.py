@@ -16,6 +16,7 @@ Pure numpy from a seed (no speech engine needed): the same seed gives the same s
 from __future__ import annotations
 
 import os
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -159,7 +160,7 @@ def mux_audio(video: Path, samples: np.ndarray, out: Path) -> None:
             frame = av.AudioFrame.from_ndarray(chunk.reshape(1, -1), format="flt", layout="mono")
             frame.sample_rate = RATE
             frame.pts = i
-            frame.time_base = __import__("fractions").Fraction(1, RATE)
+            frame.time_base = Fraction(1, RATE)
             for packet in aout.encode(frame):
                 dst.mux(packet)
         for packet in aout.encode(None):
