@@ -154,15 +154,13 @@ def mux_audio(video: Path, samples: np.ndarray, out: Path) -> None:
                 continue
             packet.stream = vout
             dst.mux(packet)
-        frame_len = 1024
-        for i in range(0, len(samples), frame_len):
-            chunk = samples[i:i + frame_len]
-            frame = av.AudioFrame.from_ndarray(chunk.reshape(1, -1), format="flt", layout="mono")
-            frame.sample_rate = RATE
-            frame.pts = i
-            frame.time_base = Fraction(1, RATE)
-            for packet in aout.encode(frame):
-                dst.mux(packet)
+        # one frame for the whole track: the encoder re-frames it (1024 samples per AAC frame) in C
+        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="flt", layout="mono")
+        frame.sample_rate = RATE
+        frame.pts = 0
+        frame.time_base = Fraction(1, RATE)
+        for packet in aout.encode(frame):
+            dst.mux(packet)
         for packet in aout.encode(None):
             dst.mux(packet)
 
