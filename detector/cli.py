@@ -61,7 +61,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     need_train_extra("train")
     from ad_detector_train.trainer import TrainOptions, train
 
-    opts = TrainOptions(data_dir=Path(args.data_dir), out_dir=Path(args.output), ad_class=args.ad_class,
+    from detector.analysis.blocks import parse_block_list
+    try:
+        blocks = parse_block_list(args.blocks)
+    except ValueError as exc:
+        raise UsageError(f"--blocks {args.blocks}: {exc}") from None
+    opts = TrainOptions(blocks=blocks, data_dir=Path(args.data_dir), out_dir=Path(args.output), ad_class=args.ad_class,
                         analysis_fps=args.fps, window_seconds=args.window_seconds, arch=args.arch, units=args.units,
                         epochs=args.epochs, batch_size=args.batch_size, force=args.force, seed=args.seed,
                         cache_dir=Path(args.cache_dir) if args.cache_dir else None, progress=not args.no_progress)
@@ -232,7 +237,8 @@ def _add_offline_commands(sub: Any) -> None:
     p = sub.add_parser("evaluate", help="score a recording against ground truth; prints JSON")
     p.add_argument("video")
     p.add_argument("--truth", required=True, help="CSV start,end,label or Kodi EDL")
-    p.add_argument("-m", "--model", required=True, help="model bundle directory")
+    p.add_argument("-m", "--model", required=True, action="append", metavar="MODEL_DIR",
+                   help="model bundle directory; repeat (-m A -m B) for a side-by-side ablation on the same recording")
     p.add_argument("--table", action="store_true", help="also print a human-readable table (to stderr)")
     _add_engine_options(p)
     _add_rule_options(p)
@@ -285,6 +291,8 @@ def _add_model_commands(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache-dir", help="feature cache (default ~/.cache/ad-detector/features)")
     p.add_argument("--force", action="store_true", help="replace a trained model in the output directory")
+    p.add_argument("--blocks", default="", metavar="NAMES",
+                   help="cue blocks beside the backbone features, comma-separated: audio, visual (default: none)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_train)
 

@@ -3,7 +3,8 @@
 Cached per video, keyed by the file's identity (path, size, modification time), the
 backbone's hash, the analysis fps and the input size: a second `train` skips decoding,
 and a new backbone or fps never reuses stale features. Cache files are plain `.npz`
-arrays (no pickle).
+arrays (no pickle). The cue vectors of every block (see detector.analysis.blocks) are
+cached beside the features with the blocks' names, so any `--blocks` choice reuses them.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from detector.analysis.blocks import ALL_BLOCKS
 from detector.errors import UsageError
 from detector.model.features import extract_features
 from detector.util.fsutil import atomic_path
@@ -34,12 +36,15 @@ class Track:
     times: np.ndarray
     features: np.ndarray
     truncated_at: float | None = None      # media time where decoding stopped early, if it did
+    cues: np.ndarray | None = None          # float32 [n, K] raw cue vectors of `cue_blocks` (NaN = missing)
+    cue_blocks: tuple[str, ...] = ()
 
 
 def cache_key(video: Path, backbone_sha256: str, fps: float, input_size: tuple[int, int]) -> str:
     st = video.stat()
     ident = {"path": str(video.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-             "backbone": backbone_sha256, "fps": fps, "input_size": list(input_size), "v": 2}   # v2: bilinear resize
+             "backbone": backbone_sha256, "fps": fps, "input_size": list(input_size), "v": 3,
+             "blocks": list(ALL_BLOCKS)}   # v2: bilinear resize; v3: cue vectors of the blocks cached beside
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -52,7 +57,10 @@ def load_or_extract(video: Path, models, fps: float, cache_dir: Path, on_batch=N
         try:
             with np.load(path, allow_pickle=False) as z:
                 trunc = float(z["truncated_at"]) if "truncated_at" in z and np.isfinite(z["truncated_at"]) else None
-                return Track(z["times"], z["features"], trunc), True
+                blocks = tuple(str(n) for n in z["cue_blocks"])
+                if blocks != ALL_BLOCKS or len(z["cues"]) != len(z["times"]):
+                    raise KeyError("cue blocks differ from this version's")
+                return Track(z["times"], z["features"], trunc, z["cues"], blocks), True
         except (OSError, ValueError, KeyError) as exc:
             log.warning("feature cache unreadable, re-extracting file=%s error=%r", path, str(exc))
     track = extract_features(video, models.features, fps, bundle.input_size, batch_size=16, on_batch=on_batch)
@@ -62,5 +70,6 @@ def load_or_extract(video: Path, models, fps: float, cache_dir: Path, on_batch=N
     cache_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
-            np.savez(fh, times=track.times, features=track.features, truncated_at=np.float64(np.nan if trunc is None else trunc))
-    return Track(track.times, track.features, trunc), False
+            np.savez(fh, times=track.times, features=track.features, truncated_at=np.float64(np.nan if trunc is None else trunc),
+                     cues=track.cues, cue_blocks=np.array(track.cue_blocks, dtype=str))
+    return Track(track.times, track.features, trunc, track.cues, track.cue_blocks), False

@@ -4,6 +4,11 @@ The bundle directory must already hold a backbone (`export-backbone`); its featu
 computed with that very `backbone.onnx` through ONNX Runtime, as the daemon will.
 `model.json` is rewritten last and atomically; while training runs the directory holds a
 backbone-only manifest, so an interrupted run never leaves a bundle that looks complete.
+
+`--blocks audio,visual` adds cue blocks (detector.analysis.blocks): the cue vectors cached
+with the features are standardised inside the graph with statistics of the training frames
+(missing values filled with the mean first, as the runtime does) and `sequence.onnx` gets
+its second input `cues`; `model.json` lists the blocks with those statistics.
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from detector.model.bundle import load_bundle, read_manifest, sha256_file
+from detector.analysis.blocks import ALL_BLOCKS, BLOCKS, block_columns, fill_missing
+from detector.model.bundle import SEQUENCE_CUES, SEQUENCE_INPUT, load_bundle, read_manifest, sha256_file
 from detector.errors import UsageError
 from detector.model.models import Models
 from detector.analysis.window import min_frames_for
@@ -48,6 +54,7 @@ class TrainOptions:
     cache_dir: Path | None = None
     progress: bool = True
     val_fraction: float = 0.15
+    blocks: tuple[str, ...] = ()       # cue blocks beside the backbone features (default none: features only)
 
 
 @dataclass
@@ -58,8 +65,10 @@ class Loaded:
 
 # ----------------------------------------------------------------------------- features
 
-def extract_all(ds: Dataset, models: Models, opts: TrainOptions) -> tuple[list[np.ndarray], list[np.ndarray], dict[str, list[Loaded]], list[str]]:
-    """Features of every item; unreadable videos are skipped with a warning and counted."""
+def extract_all(ds: Dataset, models: Models, opts: TrainOptions, cues_out: list[np.ndarray] | None = None
+                ) -> tuple[list[np.ndarray], list[np.ndarray], dict[str, list[Loaded]], list[str]]:
+    """Features of every item; unreadable videos are skipped with a warning and counted.
+    `cues_out`, when given, receives each kept track's raw cue vectors (every block, ALL_BLOCKS order)."""
     cache_dir = opts.cache_dir or default_cache_dir()
     items = [it for split in ("train", "test") for it in ds.split(split)]
     feats: list[np.ndarray] = []
@@ -84,6 +93,8 @@ def extract_all(ds: Dataset, models: Models, opts: TrainOptions) -> tuple[list[n
         loaded[item.split].append(Loaded(item, len(feats)))
         feats.append(track.features)
         times.append(track.times)
+        if cues_out is not None:
+            cues_out.append(track.cues if track.cues is not None else np.full((len(track.times), 0), np.nan, np.float32))
     frames_bar.close()
     log.info("features ready videos=%d from_cache=%d skipped=%d", len(feats), cached, len(skipped))
     return feats, times, loaded, skipped
@@ -255,6 +266,34 @@ def format_report(classes: list[str], cm: np.ndarray, per_class: dict[str, dict[
     return "\n".join(lines)
 
 
+# ----------------------------------------------------------------------------- cue blocks
+
+def cue_statistics(cues: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and variance per cue element over the training frames, ignoring missing (NaN) values.
+
+    An element that never varies (or never occurs: every value missing) gets variance 1, so a
+    value unlike training (a `present` flag at 0 on a channel without audio, when every
+    training clip had audio) stays a modest number after standardising instead of exploding.
+    """
+    cues = np.asarray(cues, np.float64)
+    with np.errstate(all="ignore"):
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean = np.nanmean(cues, axis=0) if len(cues) else np.zeros(cues.shape[1])
+            var = np.nanvar(cues, axis=0) if len(cues) else np.ones(cues.shape[1])
+    mean = np.where(np.isfinite(mean), mean, 0.0)
+    var = np.where(np.isfinite(var) & (var > 1e-6), var, 1.0)
+    return mean.astype(np.float32), var.astype(np.float32)
+
+
+def split_inputs(x: np.ndarray, d: int, k: int) -> dict[str, np.ndarray]:
+    """Windows of [features | cues] rows -> the sequence graph's inputs (features only when k == 0)."""
+    if not k:
+        return {SEQUENCE_INPUT: np.ascontiguousarray(x, np.float32)}
+    return {SEQUENCE_INPUT: np.ascontiguousarray(x[..., :d], np.float32), SEQUENCE_CUES: np.ascontiguousarray(x[..., d:], np.float32)}
+
+
 # ----------------------------------------------------------------------------- training
 
 def make_dataset_class():
@@ -263,8 +302,10 @@ def make_dataset_class():
     class WindowBatches(keras.utils.PyDataset):
         """Batches materialised from recipes on demand (bounded memory)."""
 
-        def __init__(self, feats, recipes: W.Recipes, t: int, batch_size: int, shuffle: bool, seed: int, weights: dict[int, float] | None):
+        def __init__(self, feats, recipes: W.Recipes, t: int, batch_size: int, shuffle: bool, seed: int, weights: dict[int, float] | None,
+                     split_at: int | None = None):
             super().__init__()
+            self.split_at = split_at       # rows are [features | cues]: feed them as the model's two inputs
             self.feats, self.r, self.t, self.bs, self.shuffle = feats, recipes, t, batch_size, shuffle
             self.rng = np.random.default_rng(seed)
             self.order = self.rng.permutation(len(recipes)) if shuffle else np.arange(len(recipes))
@@ -277,6 +318,8 @@ def make_dataset_class():
             idx = self.order[i * self.bs:(i + 1) * self.bs]
             part = self.r.take(idx)
             x = W.materialize(self.feats, part, self.t)
+            if self.split_at is not None:
+                x = split_inputs(x, self.split_at, x.shape[-1] - self.split_at)
             if self.weights is None:
                 return x, part.y
             return x, part.y, np.array([self.weights[int(c)] for c in part.y], np.float32)
@@ -304,7 +347,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     if manifest.get("sequence") and not opts.force:
         raise UsageError(f"{out_dir}: already holds a trained model (classes {', '.join(manifest.get('classes') or [])}); use --force to replace it or another -o")
     backbone_only = {k: v for k, v in manifest.items() if k not in ("format",)}
-    backbone_only.update({"sequence": None, "classes": None, "ad_classes": None, "evaluation": None})
+    backbone_only.update({"sequence": None, "classes": None, "ad_classes": None, "evaluation": None, "blocks": None})
     write_manifest(out_dir, backbone_only)            # an interrupted run leaves no complete-looking bundle
     (out_dir / "sequence.onnx").unlink(missing_ok=True)
     # loaded after the invalidation: a --force run over a trained bundle must not open the old sequence.onnx
@@ -313,7 +356,8 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     log.info("dataset classes=%s ad_class=%s train_items=%d test_items=%d window_frames=%d fps=%s",
              ",".join(ds.classes), ds.ad_class, len(ds.split("train")), len(ds.split("test")), t, opts.analysis_fps)
     models = Models(bundle, ["CPUExecutionProvider"])
-    feats, times, loaded, skipped = extract_all(ds, models, opts)
+    raw_cues: list[np.ndarray] = []
+    feats, times, loaded, skipped = extract_all(ds, models, opts, raw_cues)
     if not loaded["train"]:
         raise UsageError(f"{opts.data_dir}: no training video could be decoded ({len(skipped)} skipped)")
     rng = np.random.default_rng(opts.seed)
@@ -354,20 +398,41 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     train_tracks = sorted({int(a) for a in train_r.a} | {int(b) for b in train_r.b if b >= 0})
     all_train = np.concatenate([feats[i] for i in train_tracks])
     mean, var = all_train.mean(axis=0), all_train.var(axis=0)
+    d = feats[0].shape[1]
+    k = 0
+    block_specs: list[dict[str, Any]] = []
+    cue_mean = cue_var = None
+    if opts.blocks:
+        cols = block_columns(ALL_BLOCKS, opts.blocks)
+        chosen = [c[:, cols] for c in raw_cues]
+        cue_mean, cue_var = cue_statistics(np.concatenate([chosen[i] for i in train_tracks]))
+        k = len(cols)
+        # one row per frame: [backbone features | cues, missing filled]: the windows, batches and
+        # the switch-latency probe then need no second recipe; the model callable splits at d
+        feats = [np.concatenate([f, fill_missing(c, cue_mean)], axis=1) for f, c in zip(feats, chosen)]
+        pos = 0
+        for name in opts.blocks:
+            size = BLOCKS[name].size
+            block_specs.append({"name": name, "size": size, "names": list(BLOCKS[name].names),
+                                "mean": [round(float(v), 6) for v in cue_mean[pos:pos + size]],
+                                "std": [round(float(v), 6) for v in np.sqrt(cue_var[pos:pos + size])]})
+            pos += size
+        log.info("cue blocks blocks=%s size=%d missing_fraction=%s", ",".join(opts.blocks), k,
+                 {n: round(float(np.isnan(np.concatenate(chosen)[:, j]).mean()), 3)
+                  for j, n in enumerate(e for b in opts.blocks for e in BLOCKS[b].names)})
 
     import keras
 
     from ad_detector_train.model import build_sequence_model
 
     keras.utils.set_random_seed(opts.seed)
-    d = feats[0].shape[1]
-    model = build_sequence_model(t, d, n_classes, mean, var, opts.arch, opts.units)
+    model = build_sequence_model(t, d, n_classes, mean, var, opts.arch, opts.units, cue_mean, cue_var)
     work = out_dir / "training"
     work.mkdir(exist_ok=True)
     weights = W.class_weights(train_r.y, n_classes)
     Batches = make_dataset_class()
-    train_seq = Batches(feats, train_r, t, opts.batch_size, True, opts.seed, weights)
-    val_seq = Batches(feats, val_r, t, opts.batch_size, False, opts.seed, None)
+    train_seq = Batches(feats, train_r, t, opts.batch_size, True, opts.seed, weights, d if k else None)
+    val_seq = Batches(feats, val_r, t, opts.batch_size, False, opts.seed, None, d if k else None)
     callbacks = [
         keras.callbacks.EarlyStopping(monitor="val_loss", patience=5, restore_best_weights=True),
         keras.callbacks.ModelCheckpoint(str(work / "best.keras"), monitor="val_loss", save_best_only=True),
@@ -385,13 +450,13 @@ def train(opts: TrainOptions) -> dict[str, Any]:
 
     seq_path = out_dir / "sequence.onnx"
     check = W.materialize(feats, test_r.take(np.arange(min(64, len(test_r)))), t)
-    parity = export_sequence(model, seq_path, t, d, check)
+    parity = export_sequence(model, seq_path, t, d, check, k)
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(seq_path), providers=["CPUExecutionProvider"])
 
     def probs(x: np.ndarray) -> np.ndarray:
-        return sess.run(None, {"features": x})[0]
+        return sess.run(None, split_inputs(x, d, k))[0]
 
     preds = []
     for start in tqdm(range(0, len(test_r), 256), desc="evaluate", disable=not opts.progress, file=sys.stderr, leave=False):
@@ -411,6 +476,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     final.update({
         "classes": ds.classes, "ad_classes": [ds.ad_class], "analysis_fps": opts.analysis_fps, "window_frames": t,
         "window_min_frames": min_frames,
+        "blocks": block_specs or None,
         "sequence": {"file": seq_path.name, "sha256": sha256_file(seq_path), "arch": opts.arch,
                      "units": opts.units if opts.arch == "small" else 2048, "parity_max_abs_diff": parity},
         "evaluation": evaluation,
@@ -419,6 +485,8 @@ def train(opts: TrainOptions) -> dict[str, Any]:
                      "skipped": skipped, "seed": opts.seed, "options": {k: str(v) for k, v in dataclasses.asdict(opts).items()}},
         "created": now_rfc3339(), "tools": tool_versions(),
     })
+    if not block_specs:
+        final.pop("blocks", None)        # a features-only bundle reads exactly as before blocks existed
     write_manifest(out_dir, final)
     load_bundle(out_dir)  # what we wrote must load, or we say so now rather than at the daemon
     log.info("model written dir=%s accuracy=%.4f windows_test=%d", out_dir, acc, int(cm.sum()))

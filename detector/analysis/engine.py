@@ -7,6 +7,10 @@ thread-safe: one owner feeds it.
 Two things differ between the two uses and are constructor options:
 - `keep_segments`: the offline classifier needs every closed segment (None, the default);
   a daemon that runs for months keeps a bounded number (or 0), so memory stays flat.
+- cue blocks: a bundle whose model.json declares `blocks` gets, per step, the cue vector of
+  those blocks (`CueComputer`, the same code `train` runs) beside the backbone feature. The
+  window and the boundary history hold the two side by side in one row [feature | cues],
+  so they cannot drift apart; the model callable then receives `(features, cues)`.
 - non-finite probabilities (a NaN from the model) are contained here: the window is
   skipped, never enters the decision or a segment's confidence, is counted in
   `nonfinite_windows` (the daemon exports it) and logged at most once per 10 s.
@@ -31,6 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from detector.analysis.blocks import CueComputer
 from detector.analysis.boundary import BOUNDARY_KINDS, STREAM_START, BoundarySettings, History, locate
 from detector.analysis.breakrules import LONG_BREAK, LONG_SPOT, MAX_BREAK, MAX_SPOT, MIN_PROGRAMME, BreakRules, RuleAction
 from detector.model.bundle import Bundle
@@ -133,10 +138,20 @@ class ChannelEngine:
         self._flags: list[str] = []              # flags of the open segment (long_break, long_spot)
         self._spot_from: float | None = None     # start of the open break's current spot
         self._actions: deque[RuleAction] = deque(maxlen=PENDING_ACTIONS)
+        self.cues = CueComputer([b.name for b in bundle.blocks]) if bundle.blocks else None
+        self.last_cues: np.ndarray | None = None     # the newest step's raw cue vector (NaN = missing), for metrics and tests
+        self._feature_dim: int | None = None
+
+    def _model(self, rows: np.ndarray) -> np.ndarray:
+        """Class probabilities of windows of [feature | cues] rows."""
+        if self.cues is None:
+            return self.probabilities(rows)
+        d = self._feature_dim
+        return self.probabilities(rows[..., :d], rows[..., d:])
 
     # -- pieces the live daemon also uses
     def ad_probability(self, windows: np.ndarray) -> np.ndarray:
-        return self.probabilities(windows)[:, self.ad_mask].sum(axis=1)
+        return self._model(windows)[:, self.ad_mask].sum(axis=1)
 
     def reset(self) -> None:
         """A gap in the stream: new window, new decision; the open segment stays open."""
@@ -146,6 +161,8 @@ class ChannelEngine:
         self.stream_start = None
         self.audio_steps.clear()
         self._prev_black = False
+        if self.cues is not None:
+            self.cues.reset()
 
     def update_decision(self, settings: DecisionSettings) -> None:
         self.decider.update_settings(settings)
@@ -153,7 +170,7 @@ class ChannelEngine:
     def adopt(self, old: "ChannelEngine", keep_window: bool) -> None:
         """Take over a running channel after a model reload: the open segment always
         survives; the window and decision state only when the features are compatible
-        (same backbone, same window length), otherwise a fresh window starts."""
+        (same backbone, same window length, same cue blocks), otherwise a fresh window starts."""
         self._open, self._p_sum, self._p_n = old._open, old._p_sum, old._p_n
         self.stream_start = old.stream_start
         self._held, self._flags, self._spot_from = old._held, old._flags, old._spot_from
@@ -164,13 +181,16 @@ class ChannelEngine:
         self.segments_closed += old.segments_closed
         self.segments = old.segments + self.segments
         self._trim_segments()
-        if keep_window:
+        same_blocks = [b.name for b in old.bundle.blocks] == [b.name for b in self.bundle.blocks]
+        if keep_window and same_blocks:
+            if self.cues is not None and old.cues is not None:
+                self.cues, self._feature_dim = old.cues, old._feature_dim
             self.window, self.history = old.window, old.history
             settings = self.decider.settings
             self.decider = old.decider
             self.decider.update_settings(settings)
         else:
-            self.stream_start = None
+            self.stream_start = None      # a new model or new blocks: the window starts afresh, the open segment stays
 
     @property
     def current(self) -> tuple[float, bool, str] | None:
@@ -227,10 +247,15 @@ class ChannelEngine:
             self.stream_start = t
         self._mark_spots(t, stats)
         self.audio_steps.append(audio)
-        self.history.push(t, stats, feature)
-        if not self.window.push(feature, t):
+        row = feature
+        if self.cues is not None:
+            self.last_cues = self.cues.step(t, stats, audio)
+            self._feature_dim = feature.shape[-1]
+            row = np.concatenate([np.asarray(feature, np.float32).reshape(-1), self.last_cues])
+        self.history.push(t, stats, row)
+        if not self.window.push(row, t):
             return None, None
-        probs = self.probabilities(self.window.current()[None])[0]
+        probs = self._model(self.window.current()[None])[0]
         if not np.all(np.isfinite(probs)):
             self._skip_nonfinite(t, probs)
             return None, None

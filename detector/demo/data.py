@@ -37,7 +37,7 @@ from detector.util.fsutil import atomic_write_text
 log = logging.getLogger(__name__)
 
 # Bump when the drawing changes, so that `generate_demo_set` regenerates old demo sets.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2       # 2: sound (music beds, voice-over, crowd, commentary, edge silences, traps)
 
 # Smaller/shorter items for tests and quick looks (`python -m detector.demo.data --quick`).
 QUICK_SETTINGS: dict[str, int | float] = {

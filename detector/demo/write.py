@@ -24,6 +24,7 @@ from detector.analysis.segments import Segment, edl_text, labels_csv_text
 from detector.demo.commercials import Spot, black_frames, commercial_frames, new_spot, spot_frames
 from detector.demo.football import Play, football_frames, new_match
 from detector.demo.paint import Noise, Size, frames_for
+from detector.demo.sound import RATE, TRAP_PROBABILITY, add_sound, ad_sound, part_sound, programme_sound, silence_edges
 from detector.errors import RuntimeFailure, UsageError
 from detector.util.fsutil import atomic_path, atomic_write_text
 
@@ -82,8 +83,8 @@ def video_is_valid(path: Path, frames: int, size: Size) -> bool:
 
 
 def _write_video(path: Path, frames: Iterator[np.ndarray], n_frames: int, size: Size, fps: float,
-                 bar: tqdm | None = None) -> None:
-    """Encode frames to `path` (mp4v) through a temporary name, then check it decodes.
+                 bar: tqdm | None = None, audio: np.ndarray | None = None) -> None:
+    """Encode frames to `path` (mp4v, with `audio` as AAC when given) through a temporary name, then check it decodes.
 
     The rename happens only after the check, so an interrupted or broken run never leaves
     a file that looks like a finished video.
@@ -104,6 +105,8 @@ def _write_video(path: Path, frames: Iterator[np.ndarray], n_frames: int, size: 
             writer.release()
         if written != n_frames:
             raise RuntimeFailure(f"{path}: drew {written} frames, expected {n_frames}")
+        if audio is not None:
+            add_sound(Path(tmp), audio)
         probe = _probe_video(tmp)
         if probe is None:
             raise RuntimeFailure(f"{path}: the written video does not open with cv2.VideoCapture")
@@ -134,7 +137,11 @@ def write_clip(path: Path, label: str, seconds: float, seed: int, size: tuple[in
                                   float(rng.uniform(0, 85 * 60)), score, noise)
     else:
         frames = commercial_frames(rng, n, size, fps)
-    _write_video(Path(path), frames, n, size, fps)
+    # the sound has its own random stream, so the pictures stay what they were before the demo had sound
+    srng = np.random.default_rng(derive_seed(seed, "clip-sound", label))
+    trap = srng.random() < TRAP_PROBABILITY
+    samples = (ad_sound if (label == AD_CLASS) != trap else programme_sound)(srng, int(round(n / fps * RATE)))
+    _write_video(Path(path), frames, n, size, fps, audio=samples)
 
 
 @dataclass(frozen=True)
@@ -254,6 +261,22 @@ def _broadcast_frames(rng: np.random.Generator, parts: list[_Part], size: Size, 
         pos += part.frames
 
 
+def _broadcast_sound(rng: np.random.Generator, parts: list[_Part], fps: float) -> np.ndarray:
+    """The broadcast's sound, part by part (see detector.demo.sound): black gaps are silent; where a
+    break cuts without black, half of its edges get ~0.3 s of silence anyway (audio-only edge);
+    about one part in five is a trap whose sound belongs to the other class."""
+    pieces, silences = [], []
+    pos = 0
+    for i, part in enumerate(parts):
+        trap = part.kind != "black" and rng.random() < TRAP_PROBABILITY
+        pieces.append(part_sound(rng, part.kind, part.frames / fps, trap))
+        before = parts[i - 1] if i else None
+        if before is not None and before.label != part.label and "black" not in (before.kind, part.kind) and rng.random() < 0.5:
+            silences.append(pos / fps)
+        pos += part.frames
+    return silence_edges(np.concatenate(pieces), silences)
+
+
 def write_broadcast(path: Path, seed: int, duration: float = 240.0, size: tuple[int, int] = (640, 360),
                     fps: float = 25.0, progress: bool = True) -> list[Segment]:
     """A long broadcast with exact ground truth, as a labelled recording or for evaluation.
@@ -262,7 +285,9 @@ def write_broadcast(path: Path, seed: int, duration: float = 240.0, size: tuple[
     with ad breaks of 2-5 spots (5-15 s each). Some breaks have short black gaps (0.2-0.6 s of
     near-black frames) at their edges and between spots, others cut directly, because real
     channels do both and the detector must not rely on either. It starts and ends with
-    programme and has at least two breaks at the default duration.
+    programme and has at least two breaks at the default duration. Its sound (AAC) is made by
+    `_broadcast_sound`: music and voice-over in the ads, crowd and commentary in the programme,
+    silent black gaps, some silent edges, some traps.
 
     Writes `path` (mp4) plus the truth beside it: `path.with_suffix('.csv')` with one row per
     *merged* segment (a whole break is one 'commercial' row; black at its edges belongs to it)
@@ -275,8 +300,9 @@ def write_broadcast(path: Path, seed: int, duration: float = 240.0, size: tuple[
     rng = np.random.default_rng(derive_seed(seed, "broadcast"))
     parts = _plan_broadcast(rng, n_total, fps)
     segments = _merged_segments(parts, fps)
+    audio = _broadcast_sound(np.random.default_rng(derive_seed(seed, "broadcast-sound")), parts, fps)
     with tqdm(total=n_total, unit="frame", desc=path.name, disable=not progress, file=sys.stderr, leave=False) as bar:
-        _write_video(path, _broadcast_frames(rng, parts, size, fps), n_total, size, fps, bar)
+        _write_video(path, _broadcast_frames(rng, parts, size, fps), n_total, size, fps, bar, audio)
     atomic_write_text(path.with_suffix(".csv"), labels_csv_text(segments))
     atomic_write_text(path.with_suffix(".edl"), edl_text(segments))
     return segments

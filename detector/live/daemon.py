@@ -282,9 +282,9 @@ class Daemon:
     def _engine(self, bundle: Bundle, models: Models, decision: DecisionConfig) -> ChannelEngine:
         hist = self.metrics.inference_seconds.labels(model="sequence")
 
-        def probabilities(windows: Any) -> Any:
+        def probabilities(windows: Any, cues: Any = None) -> Any:
             t0 = time.perf_counter()
-            out = models.probabilities(windows)
+            out = models.probabilities(windows, cues)
             hist.observe(time.perf_counter() - t0)
             return out
         return ChannelEngine(bundle, probabilities, decision.to_settings(), decision.hop_seconds, keep_segments=LIVE_SEGMENTS_KEPT)

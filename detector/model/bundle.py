@@ -26,6 +26,7 @@ BACKBONE_INPUT = "images"
 BACKBONE_OUTPUT = "features"
 SEQUENCE_INPUT = "features"
 SEQUENCE_OUTPUT = "probabilities"
+SEQUENCE_CUES = "cues"
 FEATURE_DIM = 2048
 
 
@@ -35,6 +36,21 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """One cue block the sequence model takes (model.json `blocks`): its elements and the
+    training statistics the graph standardises with (mean also fills missing values)."""
+
+    name: str
+    names: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @property
+    def size(self) -> int:
+        return len(self.names)
 
 
 @dataclass(frozen=True)
@@ -52,6 +68,17 @@ class Bundle:
     input_size: tuple[int, int] = (299, 299)
 
     variants: tuple[tuple[str, Path, str], ...] = field(default=())   # (precision, file, sha256) beyond fp32
+    blocks: tuple[BlockSpec, ...] = field(default=())                # cue blocks of the `cues` input, in order; () = features only
+
+    @property
+    def cue_size(self) -> int:
+        """K, the width of the `cues` input (0 without blocks)."""
+        return sum(b.size for b in self.blocks)
+
+    @property
+    def cue_mean(self) -> "np.ndarray":
+        import numpy as np
+        return np.array([m for b in self.blocks for m in b.mean], np.float32)
 
     @property
     def backbone_sha256(self) -> str:
@@ -118,6 +145,38 @@ def _check_file(root: Path, manifest_path: Path, part: dict[str, Any], key: str)
     return path
 
 
+def _parse_blocks(raw: Any, mpath: Path) -> tuple[BlockSpec, ...]:
+    """model.json `blocks`: [{name, size, names, mean, std}], each a block this version computes, as it computes it."""
+    from detector.analysis.blocks import ALL_BLOCKS, BLOCKS
+
+    if raw is None:
+        return ()
+    _require(isinstance(raw, list), mpath, "'blocks' must be a list of {name, size, names, mean, std}")
+    out: list[BlockSpec] = []
+    for i, b in enumerate(raw):
+        key = f"blocks[{i}]"
+        _require(isinstance(b, dict), mpath, f"'{key}' must be an object {{name, size, names, mean, std}}")
+        name = b.get("name")
+        _require(name in BLOCKS, mpath, f"'{key}.name' {name!r} is not a block this version computes ({', '.join(ALL_BLOCKS)}); "
+                 "upgrade ad-detector or retrain with --blocks")
+        _require(all(o.name != name for o in out), mpath, f"'{key}.name' {name!r} is listed twice")
+        code = BLOCKS[name]
+        names = b.get("names")
+        _require(isinstance(names, list) and tuple(names) == code.names and b.get("size") == code.size, mpath,
+                 f"'{key}' ({name}) was trained on elements {names!r} (size {b.get('size')!r}); this version computes "
+                 f"{list(code.names)} (size {code.size}): retrain the bundle with this version")
+        stats = {}
+        for part in ("mean", "std"):
+            v = b.get(part)
+            _require(isinstance(v, list) and len(v) == code.size and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                                         and math.isfinite(x) for x in v),
+                     mpath, f"'{key}.{part}' must list {code.size} finite numbers")
+            stats[part] = tuple(float(x) for x in v)
+        _require(all(x > 0 for x in stats["std"]), mpath, f"'{key}.std' must be positive")
+        out.append(BlockSpec(name, code.names, stats["mean"], stats["std"]))
+    return tuple(out)
+
+
 def load_bundle(root: Path, require_sequence: bool = True, check_graphs: bool = True) -> Bundle:
     """Verify and describe the bundle in `root`.
 
@@ -167,10 +226,11 @@ def load_bundle(root: Path, require_sequence: bool = True, check_graphs: bool = 
         window = manifest.get("window_frames")
         _require(isinstance(window, int) and window >= 1, mpath, "'window_frames' must be a positive integer")
         classes, ad_classes = tuple(cls), tuple(ads)
+    blocks = _parse_blocks(manifest.get("blocks"), mpath) if sequence is not None else ()
 
     bundle = Bundle(root=root, manifest=manifest, backbone_path=backbone, sequence_path=sequence, classes=classes,
                     ad_classes=ad_classes, analysis_fps=float(fps), window_frames=int(window or 0),
-                    input_size=(size[0], size[1]), variants=tuple(variants))
+                    input_size=(size[0], size[1]), variants=tuple(variants), blocks=blocks)
     if check_graphs:
         check_graph_shapes(bundle)
     return bundle
@@ -215,11 +275,17 @@ def check_graph_shapes(bundle: Bundle) -> None:
         return
     seq = session(bundle.sequence_path)
     ins, outs = seq.get_inputs(), seq.get_outputs()
-    sdims = _dims(ins[0].shape) if ins else []
-    _require(len(ins) == 1 and ins[0].name == SEQUENCE_INPUT and ins[0].type == "tensor(float)" and len(sdims) == 3
-             and sdims[1] in (None, bundle.window_frames) and sdims[2] in (None, dim),
-             bundle.sequence_path, f"expected one input '{SEQUENCE_INPUT}' float [N, {bundle.window_frames}, {dim}], found "
-             + ", ".join(f"'{i.name}' {i.type} {i.shape}" for i in ins))
+    want = 2 if bundle.blocks else 1
+    expected = f"'{SEQUENCE_INPUT}' float [N, {bundle.window_frames}, {dim}]" + (
+        f" and '{SEQUENCE_CUES}' float [N, {bundle.window_frames}, {bundle.cue_size}] (the blocks in model.json)" if bundle.blocks else "")
+    found = ", ".join(f"'{i.name}' {i.type} {i.shape}" for i in ins)
+    _require(len(ins) == want, bundle.sequence_path, f"expected {'inputs' if want == 2 else 'one input'} {expected}, found {found}")
+    by_name = {i.name: i for i in ins}
+    for name, width in ((SEQUENCE_INPUT, dim), (SEQUENCE_CUES, bundle.cue_size))[:want]:
+        i = by_name.get(name)
+        idims = _dims(i.shape) if i is not None else []
+        _require(i is not None and i.type == "tensor(float)" and len(idims) == 3 and idims[1] in (None, bundle.window_frames)
+                 and idims[2] in (None, width), bundle.sequence_path, f"expected {'inputs' if want == 2 else 'one input'} {expected}, found {found}")
     odims = _dims(outs[0].shape) if outs else []
     _require(len(outs) == 1 and outs[0].name == SEQUENCE_OUTPUT and len(odims) == 2 and odims[1] in (None, len(bundle.classes)),
              bundle.sequence_path, f"expected one output '{SEQUENCE_OUTPUT}' float [N, {len(bundle.classes)}] (one per class in model.json), found "

@@ -1,6 +1,10 @@
 """Features of a whole video through the bundle's backbone: the one path training and
 offline classification share, so there is no train/serve skew in decoding, sampling,
 resizing or colour order.
+
+Beside each frame's backbone features it computes the cue vectors of every block this
+version knows (`CueComputer`, the object the live engine runs, fed the same frame stats and
+the same per-step audio), so `train` can pick any `--blocks` from one cached extraction.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from detector.analysis.blocks import ALL_BLOCKS, CueComputer
 from detector.analysis.framestats import FrameStats
 from detector.sources.video import DecodeReport, SampledFrame, sample_video
 
@@ -79,12 +84,15 @@ class FeatureTrack:
     features: np.ndarray                    # float32 [n, D]
     stats: list[FrameStats] = field(default_factory=list)
     report: DecodeReport = field(default_factory=DecodeReport)
+    cues: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))   # float32 [n, K] raw (NaN = missing)
+    cue_blocks: tuple[str, ...] = ()                                                  # the blocks of `cues`, in order
 
 
 def extract_features(path: Path, run_backbone: Callable[[np.ndarray], np.ndarray], analysis_fps: float,
                      input_size: tuple[int, int], batch_size: int = 16,
-                     on_batch: Callable[[list[SampledFrame], np.ndarray], None] | None = None) -> FeatureTrack:
-    """Decode, sample and run the backbone over a file in batches.
+                     on_batch: Callable[[list[SampledFrame], np.ndarray], None] | None = None,
+                     cue_blocks: tuple[str, ...] = ALL_BLOCKS) -> FeatureTrack:
+    """Decode, sample and run the backbone over a file in batches; cue vectors of `cue_blocks` beside.
 
     `on_batch` sees each batch of frames with their features (progress bars, annotation).
     """
@@ -92,14 +100,17 @@ def extract_features(path: Path, run_backbone: Callable[[np.ndarray], np.ndarray
     times: list[float] = []
     feats: list[np.ndarray] = []
     stats: list[FrameStats] = []
+    computer = CueComputer(cue_blocks)
+    cues: list[np.ndarray] = []
     for batch in batched(prefetch(sample_video(path, analysis_fps, input_size, report)), batch_size):
         images = np.stack([f.image for f in batch])
         out = run_backbone(images)
         feats.append(out.astype(np.float32, copy=False))
         times.extend(f.media_time for f in batch)
         stats.extend(f.stats for f in batch)
+        cues.extend(computer.step(f.media_time, f.stats, f.audio) for f in batch)
         if on_batch is not None:
             on_batch(batch, out)
     dim = feats[0].shape[1] if feats else 0
     return FeatureTrack(np.asarray(times, np.float64), np.concatenate(feats) if feats else np.zeros((0, dim), np.float32),
-                        stats, report)
+                        stats, report, np.stack(cues) if cues else np.zeros((0, computer.size), np.float32), tuple(cue_blocks))

@@ -21,7 +21,8 @@ import numpy as np
 from detector.model.backends import BackboneRunner, RunSettings, SessionInfo, backend
 from detector.model.backends.onnxruntime import available_providers, make_session, nvidia_driver_present
 from detector.model.backends.openvino import openvino_capabilities
-from detector.model.bundle import SEQUENCE_INPUT, Bundle
+from detector.analysis.blocks import fill_missing
+from detector.model.bundle import SEQUENCE_CUES, SEQUENCE_INPUT, Bundle
 from detector.model.plan import GpuOptions, Plan, plan_backbone
 
 log = logging.getLogger(__name__)
@@ -79,11 +80,21 @@ class Models:
         """uint8 BGR [N, H, W, 3] -> float32 [N, D]."""
         return self.backbone(images)
 
-    def probabilities(self, windows: np.ndarray) -> np.ndarray:
-        """float32 [N, T, D] -> float32 [N, C]."""
+    def probabilities(self, windows: np.ndarray, cues: np.ndarray | None = None) -> np.ndarray:
+        """float32 [N, T, D] (and, for a bundle with blocks, cues float32 [N, T, K]) -> float32 [N, C].
+
+        Cue values that are NaN (a missing input, such as a channel without audio) become the
+        training mean, 0 after the graph standardises them; `cues` None on a bundle with blocks
+        (warm-up) gives every element its training mean: no cue evidence either way. A bundle without blocks ignores `cues`.
+        """
         if self.sequence is None:
             raise RuntimeError("bundle has no sequence model")
-        return self.sequence.run(None, {SEQUENCE_INPUT: np.ascontiguousarray(windows, dtype=np.float32)})[0]
+        feed = {SEQUENCE_INPUT: np.ascontiguousarray(windows, dtype=np.float32)}
+        if self.bundle.blocks:
+            shape = (*feed[SEQUENCE_INPUT].shape[:2], self.bundle.cue_size)
+            raw = np.full(shape, np.nan, np.float32) if cues is None else cues
+            feed[SEQUENCE_CUES] = np.ascontiguousarray(fill_missing(raw, self.bundle.cue_mean))
+        return self.sequence.run(None, feed)[0]
 
     def warm_up(self, batch_sizes: Sequence[int] = (1,)) -> None:
         """A call of each graph per batch size, so the first real frames do not pay for

@@ -50,12 +50,13 @@ class Analysis:
     # (media time, source PTS) of every analysed frame: a boundary's PTS for the SCTE-35 formats
     pts_marks: PtsMarks = field(default_factory=lambda: PtsMarks(capacity=None))
     rule_actions: list[RuleAction] = field(default_factory=list)   # what the break-structure rules changed or flagged
+    loudness: LoudnessTrack | None = None     # the file's loudness sub-blocks (when measured; empty without audio)
+    cues: np.ndarray | None = None    # raw cue vector of every analysed frame [frames, K] (bundles with blocks; NaN = missing)
 
     @property
     def first_pts(self) -> int | None:
         """The first frame's PTS (90 kHz, mod 2**33): where the recording's own clock starts."""
         return self.report.first_pts
-    loudness: LoudnessTrack | None = None     # the file's loudness sub-blocks (when measured; empty without audio)
 
     @property
     def p_ad(self) -> np.ndarray:
@@ -88,6 +89,7 @@ def analyse(video: Path, bundle: Bundle, models: Models, decision: DecisionSetti
     probs: list[np.ndarray] = []
     transitions: list[Transition] = []
     marks = PtsMarks(capacity=None)          # a recording is finite: keep every mark
+    cues: list[np.ndarray] = []
     timings = {"decode_resize_s": 0.0, "backbone_s": 0.0, "sequence_decision_s": 0.0}
     bar = tqdm(total=info.frame_count or None, desc=video.name[-30:], unit="frame", disable=not progress,
                file=sys.stderr, dynamic_ncols=True)
@@ -104,6 +106,8 @@ def analyse(video: Path, bundle: Bundle, models: Models, decision: DecisionSetti
         for frame, feat in zip(batch, feats):
             marks.add(frame.media_time, frame.pts)
             result, change = engine.push(frame.media_time, feat, frame.stats, frame.audio)
+            if engine.last_cues is not None:
+                cues.append(engine.last_cues)
             if result is not None:
                 times.append(result.time)
                 probs.append(result.probs)
@@ -122,6 +126,10 @@ def analyse(video: Path, bundle: Bundle, models: Models, decision: DecisionSetti
     if report.truncated:
         log.warning("decoding stopped early file=%s decoded_until_s=%.2f frames=%d of %d", video, report.last_time,
                     report.frames_decoded, info.frame_count)
+    if any(b.name == "audio" for b in bundle.blocks) and not report.has_audio:
+        # documented behaviour, not an error: the audio block is marked missing (see detector.analysis.blocks.base)
+        log.warning("source has no audio, the model's audio block is marked missing file=%s blocks=%s", video,
+                    ",".join(b.name for b in bundle.blocks))
     if not probs:
         raise UsageError(f"{video}: too short to classify: {duration:.1f} s decoded, the model needs a window of "
                          f"{bundle.window_frames / bundle.analysis_fps:.1f} s")
@@ -134,4 +142,5 @@ def analyse(video: Path, bundle: Bundle, models: Models, decision: DecisionSetti
     for action in actions:
         (log.warning if action.action == "flagged" else log.info)("%s", action.log_line(video.name))
     return Analysis(video, list(bundle.classes), list(bundle.ad_classes), np.asarray(times), np.stack(probs), segments,
-                    transitions, duration, fps, report.frames_decoded, report, timings, marks, actions, track)
+                    transitions, duration, fps, report.frames_decoded, report, timings, marks, actions, track,
+                    np.stack(cues) if cues else None)

@@ -88,19 +88,38 @@ def classify_command(args: argparse.Namespace) -> int:
 
 
 def evaluate_command(args: argparse.Namespace) -> int:
+    """One -m: that bundle's scores (the JSON object as ever). Several -m: the same recording
+    through each bundle, side by side (`{"video", "models": [{"model", "blocks", ...scores}]}`),
+    the ablation that shows what a cue block buys (video only vs. video + audio vs. all)."""
     from detector.offline.scoring import score, table
     from detector.analysis.segments import read_labels
 
     video = _check_video_arg(args.video)
     decision = DecisionSettings(rules=rules_from_args(args))
-    bundle = load_bundle(Path(args.model))
-    truth = read_labels(Path(args.truth), set(bundle.ad_classes), ad_label=bundle.ad_classes[0])
-    models = _models(bundle, args)
-    result = analyse(video, bundle, models, decision, progress=not args.no_progress)
-    figures = score(result.segments, truth, result.duration)
-    figures["video"] = str(video)
-    figures["speed_x_realtime"] = round(result.duration / max(result.timings["total_s"], 1e-9), 2)
-    print(json.dumps(figures, indent=2))
+    dirs = args.model if isinstance(args.model, list) else [args.model]
+    bundles = [load_bundle(Path(d)) for d in dirs]      # every bundle checked before the first long analysis
+    results = []
+    for bundle in bundles:
+        truth = read_labels(Path(args.truth), set(bundle.ad_classes), ad_label=bundle.ad_classes[0])
+        models = _models(bundle, args)
+        result = analyse(video, bundle, models, decision, progress=not args.no_progress)
+        models.close()
+        figures = score(result.segments, truth, result.duration)
+        figures["video"] = str(video)
+        figures["speed_x_realtime"] = round(result.duration / max(result.timings["total_s"], 1e-9), 2)
+        results.append((bundle, figures))
+    if len(results) == 1:
+        print(json.dumps(results[0][1], indent=2))
+        if args.table:
+            print(table(results[0][1]), file=sys.stderr)
+        return 0
+    rows = []
+    for (bundle, figures), name in zip(results, dirs):
+        rows.append({"model": str(name), "blocks": [b.name for b in bundle.blocks],
+                     **{k: v for k, v in figures.items() if k != "video"}})
+    print(json.dumps({"video": str(video), "models": rows}, indent=2))
     if args.table:
-        print(table(figures), file=sys.stderr)
+        for row, (_, figures) in zip(rows, results):
+            print(f"== {row['model']} (blocks: {', '.join(row['blocks']) or 'none'})", file=sys.stderr)
+            print(table(figures), file=sys.stderr)
     return 0
