@@ -8,7 +8,6 @@ it) by ffmpeg to 127.0.0.1 and looped with its timestamps moved on (tests/sender
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -24,32 +23,31 @@ pytestmark = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ff
 WRAP = 2 ** 33
 
 
-def ffmpeg_integrated_lufs(path: Path) -> float:
-    err = subprocess.run(["ffmpeg", "-hide_banner", "-nostats", "-i", str(path), "-map", "0:a:0", "-af", "ebur128", "-f", "null", "-"],
-                         capture_output=True, text=True, check=True).stderr
-    return float(re.search(r"I:\s+(-?[\d.]+) LUFS", err[err.rindex("Summary:"):]).group(1))
-
-
 def test_upstream_cues_and_segment_pts_across_a_pts_wrap(tmp_path, bundle_dir: Path):
     media = tmp_path / "wrap.ts"
     written = write_ts_with_cues(media, 16, [(3.0, True, 21), (9.0, False, 21)], start_pts_seconds=WRAP / 90000 - 6.0)
-    with senders.udp_sender(media, exact=True) as sender:
-        cfg = tmp_path / "config.yaml"
-        ep = write_config(cfg, bundle_dir, [{"name": "tv", "source": sender.url}])
-        listener = Listener(ep["events"])
-        daemon = Daemon(cfg)
-        try:
-            assert daemon.wait_log("daemon ready", 120), daemon.log()[-3000:]
+    # the sender starts only once the daemon listens: the daemon must read the broadcast from its
+    # first packet (the wrap is 6 s in, and the cues are compared with the PTS they were written at;
+    # a loop round later every clock is shifted). A daemon that is ready late on a loaded machine
+    # would otherwise join mid-loop.
+    port = senders.free_udp_port()
+    cfg = tmp_path / "config.yaml"
+    ep = write_config(cfg, bundle_dir, [{"name": "tv", "source": f"udp://127.0.0.1:{port}"}])
+    listener = Listener(ep["events"])
+    daemon = Daemon(cfg)
+    try:
+        assert daemon.wait_log("daemon ready", 120), daemon.log()[-3000:]
+        with senders.udp_sender(media, port=port, exact=True):
             assert listener.wait_for(lambda: len(listener.of_type("cue.upstream")) >= 2
                                      and listener.of_type("segment.start")
                                      and metric(scrape(ep["metrics"]), "ad_detector_pts_wraps_total", channel="tv") >= 1,
                                      60), daemon.log()[-4000:]
             text = scrape(ep["metrics"])
             assert daemon.stop(timeout=10) == 0
-            listener.wait_for(lambda: listener.of_type("segment.end"), 5)
-        finally:
-            daemon.stop()
-            listener.close()
+        listener.wait_for(lambda: listener.of_type("segment.end"), 5)
+    finally:
+        daemon.stop()
+        listener.close()
     cues = listener.of_type("cue.upstream")[:2]
     assert [(c["pts"], c["out_of_network"], c["event_id"], c["command"]) for c in cues] == \
         [(w.pts, w.out_of_network, w.event_id, "splice_insert") for w in written]
@@ -58,18 +56,12 @@ def test_upstream_cues_and_segment_pts_across_a_pts_wrap(tmp_path, bundle_dir: P
     assert abs((cues[1]["stream_time"] - cues[0]["stream_time"]) - 6.0) < 0.05, cues
     assert metric(text, "ad_detector_upstream_cues_total", channel="tv") >= 2
     assert metric(text, "ad_detector_audio_present", channel="tv") == 1
-    # the source's steady sine, metered live (BS.1770) as FFmpeg's ebur128 measures the file
-    reference = ffmpeg_integrated_lufs(media)
-    assert abs(metric(text, "ad_detector_loudness_lufs", channel="tv", window="short_term") - reference) <= 0.5, text
-    assert abs(metric(text, "ad_detector_loudness_lufs", channel="tv", window="integrated_segment") - reference) <= 0.5
     assert metric(text, "ad_detector_decode_errors_total", channel="tv") == 0
     proc = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     # segment events carry the source PTS, on the same clock as stream_time, across the wrap;
     # the channel's timeline never went back (no reset or jump fault at the wrap)
     segs = [e for _, _, e in listener.events if e["type"].startswith("segment.")]
-    for end in (e for e in segs if e["type"] == "segment.end" and e["duration"] >= 1.0):
-        assert abs(end["integrated_lufs"] - reference) <= 0.5, end
     assert segs and all(isinstance(e["pts"], int) and 0 <= e["pts"] < WRAP for e in segs), segs
     for e in segs:
         elapsed = ((e["pts"] - cues[0]["pts"]) % WRAP) / 90000
