@@ -291,6 +291,13 @@ def _check_fields(kind: str, fields: dict[str, Any], received: bool = False) -> 
             out["scte35"] = _need_scte35(kind, fields["scte35"])
         if "withdrawn" in fields:
             out["withdrawn"] = _need_bool(kind, "withdrawn", fields["withdrawn"])
+        if "flags" in fields:         # what the break rules noticed (long_break, long_spot)
+            flags = fields["flags"]
+            if not isinstance(flags, list) or not all(_utf8_text(f) for f in flags):
+                raise ValueError(f"{kind}: field 'flags' must be a list of strings, got {_short(flags)}")
+            out["flags"] = [str(f) for f in flags]
+        if "integrated_lufs" in fields and fields["integrated_lufs"] is not None:   # null: nothing measured
+            out["integrated_lufs"] = _need_number(kind, "integrated_lufs", fields["integrated_lufs"], -200.0, 20.0)
     elif kind == "heartbeat":
         out["state"] = _need_text(kind, "state", fields["state"])
         p_ad = fields["p_ad"]

@@ -111,6 +111,12 @@ def test_segment_pts_and_boundary(pts, boundary):
     assert decode(encode(event)) == event
 
 
+def test_segment_end_extensions_flags_and_loudness_roundtrip():
+    event = build("segment.end", flags=["long_break"], integrated_lufs=-23.4)
+    assert event["flags"] == ["long_break"] and event["integrated_lufs"] == -23.4
+    assert build("segment.end", integrated_lufs=None)["integrated_lufs"] is None    # nothing measured
+
+
 def test_segment_pts_may_be_a_numpy_integer():
     np = pytest.importorskip("numpy")
     event = build("segment.end", pts=np.int64(90_000), boundary="cut")
@@ -126,6 +132,10 @@ def test_segment_pts_may_be_a_numpy_integer():
     ({"boundary": "scene"}, "boundary.*stream_start, cut, black, silence, model"),
     ({"boundary": None}, "boundary"),
     ({"boundary": "start"}, "boundary"),
+    ({"flags": "long_break"}, "flags"),
+    ({"flags": [1]}, "flags"),
+    ({"integrated_lufs": "loud"}, "integrated_lufs"),
+    ({"integrated_lufs": 1e9}, "integrated_lufs"),
 ])
 def test_segment_pts_and_boundary_violations(override, message):
     for kind in ("segment.start", "segment.end"):
