@@ -12,6 +12,8 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -68,7 +70,27 @@ def ctx():
 
 @pytest.fixture(scope="session")
 def session_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("session")
+    """One directory for the run's shared artefacts. With pytest-xdist (`make test` runs two
+    workers) every worker sees the same one, and `_built_once` makes the first worker build
+    each artefact while the other waits for it: one demo set, one export, one training."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return tmp_path_factory.mktemp("session")
+    shared = tmp_path_factory.getbasetemp().parent / "session"
+    shared.mkdir(exist_ok=True)
+    return shared
+
+
+@contextmanager
+def _built_once(session_dir: Path, name: str) -> Iterator[bool]:
+    """Hold the artefact's lock; yields whether it still has to be built (then marks it done)."""
+    from filelock import FileLock
+
+    done = session_dir / f".{name}.done"
+    with FileLock(str(session_dir / f".{name}.lock")):
+        todo = not done.exists()
+        yield todo
+        if todo:
+            done.touch()
 
 
 @pytest.fixture(scope="session")
@@ -81,14 +103,17 @@ def cache_env(session_dir: Path) -> dict[str, str]:
 def demo_set(session_dir: Path):
     from detector.demo.data import generate_demo_set
 
-    return generate_demo_set(session_dir / "demo", seed=0, progress=False, **TEST_DEMO)
+    with _built_once(session_dir, "demo"):     # a finished demo set is reused by generate_demo_set itself
+        return generate_demo_set(session_dir / "demo", seed=0, progress=False, **TEST_DEMO)
 
 
 @pytest.fixture(scope="session")
 def backbone_dir(session_dir: Path, cache_env) -> Path:
     out = session_dir / "backbone"
-    proc = run_cli("export-backbone", "-o", out, "--weights", "none", env=cache_env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    with _built_once(session_dir, "backbone") as todo:
+        if todo:
+            proc = run_cli("export-backbone", "-o", out, "--weights", "none", env=cache_env)
+            assert proc.returncode == 0, proc.stderr[-3000:]
     return out
 
 
@@ -96,11 +121,14 @@ def backbone_dir(session_dir: Path, cache_env) -> Path:
 def bundle_dir(session_dir: Path, backbone_dir: Path, demo_set, cache_env) -> Path:
     """A trained bundle (backbone copied from `backbone_dir`, sequence trained on the demo set)."""
     out = session_dir / "bundle"
-    out.mkdir()
-    for name in ("backbone.onnx", "model.json"):
-        shutil.copy2(backbone_dir / name, out / name)
-    proc = run_cli("train", demo_set.data_dir, "-o", out, "--no-progress", "--epochs", "20", env=cache_env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    with _built_once(session_dir, "bundle") as todo:
+        if todo:
+            shutil.rmtree(out, ignore_errors=True)      # a worker that failed half-way left it
+            out.mkdir()
+            for name in ("backbone.onnx", "model.json"):
+                shutil.copy2(backbone_dir / name, out / name)
+            proc = run_cli("train", demo_set.data_dir, "-o", out, "--no-progress", "--epochs", "20", env=cache_env)
+            assert proc.returncode == 0, proc.stderr[-3000:]
     return out
 
 
