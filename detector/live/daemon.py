@@ -58,6 +58,10 @@ from detector.analysis.audio import AudioBuffer
 
 log = logging.getLogger(__name__)
 
+# How long a stop waits, in all, for the capture threads to leave libav. They are all told to stop
+# first, so they wind down together; one still blocked in a read (it leaves at its read timeout)
+# is left to the CLI's exit guard (detector/util/exitguard.py) rather than delaying the 5 s drain.
+CAPTURE_JOIN_SECONDS = 2.0
 LIVE_SEGMENTS_KEPT = 16      # the daemon publishes segments as they close; memory stays flat over months
 
 
@@ -127,6 +131,7 @@ class Daemon:
         self.stages: list[Stage] = []
         self.failure: str | None = None           # why the supervisor gave up (health says it until exit)
         self._stopping = False
+        self._join_deadline = 0.0
         self.loader = ModelLoader()             # builds and releases every model (detector.live.loader)
         interval = sdnotify.watchdog_interval()
         self._ping_every = min(1.0, interval / 2) if interval else 1.0   # systemd wants at least every WatchdogSec/2
@@ -174,6 +179,10 @@ class Daemon:
         self._stopping = True
         sdnotify.stopping()
         log.info("stopping")
+        self._join_deadline = time.monotonic() + CAPTURE_JOIN_SECONDS
+        for ch in self.channels.values():
+            if ch.capture is not None:
+                ch.capture.stop()     # every capture winds down at once; the stages join them in turn
         for stage in reversed(self.stages):
             try:
                 stage.stop()
@@ -260,7 +269,9 @@ class Daemon:
 
         def stop() -> None:
             cap.stop()
-            cap.join(0.2)
+            cap.join(max(0.2, self._join_deadline - time.monotonic()))
+            if cap.alive():
+                log.warning("capture still inside its source at stop channel=%s (leaves at its read timeout)", ch.name)
             dropped = ch.ring.clear()
             if dropped:
                 self.metrics.frames_dropped.labels(channel=ch.name, reason="shutdown").inc(dropped)
