@@ -43,8 +43,8 @@ class Track:
 def cache_key(video: Path, backbone_sha256: str, fps: float, input_size: tuple[int, int]) -> str:
     st = video.stat()
     ident = {"path": str(video.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-             "backbone": backbone_sha256, "fps": fps, "input_size": list(input_size), "v": 3,
-             "blocks": list(ALL_BLOCKS)}   # v2: bilinear resize; v3: cue vectors of the blocks cached beside
+             "backbone": backbone_sha256, "fps": fps, "input_size": list(input_size), "v": 4,
+             "blocks": list(ALL_BLOCKS)}   # v2: bilinear resize; v3: cue vectors cached beside; v4: rich blocks
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:32]
 
 

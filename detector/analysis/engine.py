@@ -138,7 +138,7 @@ class ChannelEngine:
         self._flags: list[str] = []              # flags of the open segment (long_break, long_spot)
         self._spot_from: float | None = None     # start of the open break's current spot
         self._actions: deque[RuleAction] = deque(maxlen=PENDING_ACTIONS)
-        self.cues = CueComputer([b.name for b in bundle.blocks]) if bundle.blocks else None
+        self.cues = CueComputer([b.name for b in bundle.blocks], fps=self.fps) if bundle.blocks else None
         self.last_cues: np.ndarray | None = None     # the newest step's raw cue vector (NaN = missing), for metrics and tests
         self._feature_dim: int | None = None
 
@@ -237,10 +237,11 @@ class ChannelEngine:
             self._act(RuleAction(MAX_SPOT, "flagged", start, t, f"spot_start={spot_from:.2f} limit={rules.max_spot_seconds:g} "
                                  "still_open=true"), warn=True)
 
-    def push(self, t: float, feature: np.ndarray, stats: FrameStats,
-             audio: np.ndarray | None = None) -> tuple[WindowResult | None, Transition | None]:
-        """Feed one analysed frame (and the audio since the previous one: mono float32 at
-        16 kHz, None when the source has none); returns the window's result when one was
+    def push(self, t: float, feature: np.ndarray, stats: FrameStats, audio: np.ndarray | None = None,
+             image: np.ndarray | None = None) -> tuple[WindowResult | None, Transition | None]:
+        """Feed one analysed frame (its backbone feature, stats and picture as the backbone saw
+        it, and the audio since the previous one: mono float32 at 16 kHz, None when the source
+        has none); returns the window's result when one was
         due, and any transition. The audio of the window's steps is kept beside the window
         (`audio_steps`) for the audio features of the sequence model's input."""
         if self.stream_start is None:
@@ -249,7 +250,7 @@ class ChannelEngine:
         self.audio_steps.append(audio)
         row = feature
         if self.cues is not None:
-            self.last_cues = self.cues.step(t, stats, audio)
+            self.last_cues = self.cues.step(t, stats, audio, image)
             self._feature_dim = feature.shape[-1]
             row = np.concatenate([np.asarray(feature, np.float32).reshape(-1), self.last_cues])
         self.history.push(t, stats, row)

@@ -118,8 +118,8 @@ class InferenceLoop:
             bb_hist.observe(time.perf_counter() - t0)
             self.metrics.batch_size.observe(n)
             self.last_inference = time.monotonic()
-            for (ch, meta), feat in zip(metas, feats):
-                self._analyse(ch, meta, feat)
+            for i, ((ch, meta), feat) in enumerate(zip(metas, feats)):
+                self._analyse(ch, meta, feat, batch[i])
 
     def _apply_pending(self) -> None:
         with self._lock:
@@ -140,7 +140,7 @@ class InferenceLoop:
         self.on_swapped(bundle, models)
         log.info("model swapped in channels=%d kept_windows=%s", len(self.channels), same_backbone)
 
-    def _analyse(self, ch: Channel, meta: FrameMeta, feat: np.ndarray) -> None:
+    def _analyse(self, ch: Channel, meta: FrameMeta, feat: np.ndarray, image: np.ndarray) -> None:
         if meta.generation != ch.generation:
             ch.engine.reset()            # a new connection or a timestamp jump: never a window across the gap
             ch.generation = meta.generation
@@ -153,7 +153,7 @@ class InferenceLoop:
         if audio is not None:
             self.metrics.audio_level.labels(channel=ch.name).set(round(level_dbfs(audio), 2))
         nonfinite = ch.engine.nonfinite_windows
-        result, tr = ch.engine.push(meta.media_time, feat, meta.stats, audio)
+        result, tr = ch.engine.push(meta.media_time, feat, meta.stats, audio, image)
         if ch.engine.nonfinite_windows != nonfinite:
             self.metrics.nonfinite_windows.labels(channel=ch.name).inc(ch.engine.nonfinite_windows - nonfinite)
         for action in ch.engine.take_rule_actions():      # the engine logged them

@@ -100,7 +100,7 @@ def extract_features(path: Path, run_backbone: Callable[[np.ndarray], np.ndarray
     times: list[float] = []
     feats: list[np.ndarray] = []
     stats: list[FrameStats] = []
-    computer = CueComputer(cue_blocks)
+    computer = CueComputer(cue_blocks, fps=analysis_fps)
     cues: list[np.ndarray] = []
     for batch in batched(prefetch(sample_video(path, analysis_fps, input_size, report)), batch_size):
         images = np.stack([f.image for f in batch])
@@ -108,7 +108,7 @@ def extract_features(path: Path, run_backbone: Callable[[np.ndarray], np.ndarray
         feats.append(out.astype(np.float32, copy=False))
         times.extend(f.media_time for f in batch)
         stats.extend(f.stats for f in batch)
-        cues.extend(computer.step(f.media_time, f.stats, f.audio) for f in batch)
+        cues.extend(computer.step(f.media_time, f.stats, f.audio, f.image) for f in batch)
         if on_batch is not None:
             on_batch(batch, out)
     dim = feats[0].shape[1] if feats else 0

@@ -105,7 +105,7 @@ def analyse(video: Path, bundle: Bundle, models: Models, decision: DecisionSetti
         timings["backbone_s"] += t1 - t0
         for frame, feat in zip(batch, feats):
             marks.add(frame.media_time, frame.pts)
-            result, change = engine.push(frame.media_time, feat, frame.stats, frame.audio)
+            result, change = engine.push(frame.media_time, feat, frame.stats, frame.audio, frame.image)
             if engine.last_cues is not None:
                 cues.append(engine.last_cues)
             if result is not None:

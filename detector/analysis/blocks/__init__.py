@@ -39,19 +39,19 @@ def parse_block_list(text: str) -> tuple[str, ...]:
 class CueComputer:
     """The named blocks in order, each with its state: `step(...)` -> float32 [K] (NaN = missing)."""
 
-    def __init__(self, names: Sequence[str]):
+    def __init__(self, names: Sequence[str], fps: float = 5.0):
         self.blocks = [BLOCKS[n] for n in names]
         self.names = tuple(names)
+        self.fps = float(fps)
         self.size = sum(b.size for b in self.blocks)
-        self._states: list[Any] = []
-        self.reset()
+        self._states: list[Any] = [b.new_state(self.fps) for b in self.blocks]
 
     def reset(self) -> None:
-        """A stream gap: every block starts afresh (no cut measured across the gap)."""
-        self._states = [b.new_state() for b in self.blocks]
+        """A stream gap: no cut or audio context across it; what belongs to the channel (its logo) stays."""
+        self._states = [b.after_gap(s, self.fps) for b, s in zip(self.blocks, self._states)]
 
-    def step(self, t: float, stats: FrameStats, audio: np.ndarray | None) -> np.ndarray:
-        inputs = StepInputs(t, stats, audio)
+    def step(self, t: float, stats: FrameStats, audio: np.ndarray | None, image: np.ndarray | None = None) -> np.ndarray:
+        inputs = StepInputs(t, stats, audio, image)
         if not self.blocks:
             return np.zeros(0, np.float32)
         return np.concatenate([b.compute(s, inputs) for b, s in zip(self.blocks, self._states)]).astype(np.float32, copy=False)

@@ -1,37 +1,57 @@
-"""The audio block: level, peak and silence of each analysis step's audio, and whether there was any.
+"""The audio block: what each analysis step sounds like (detector.analysis.audiofeatures).
 
-Small, real features from what main already decodes; the richer BS.1770 loudness and
-spectral features (issue 16, point 1) replace `AudioBlock.compute` here without touching
-the plumbing. Level alone is a weak cue (loudness rules equalise it), silence at break
-edges and peak-to-level (dynamics) are the useful parts.
+Loudness rules (EBU R128, CALM) equalise the *level* of ads and programme, so the block
+carries the *shape* of the sound: K-weighted momentary and short-term loudness, RMS, peak
+and crest, silence (playout's break-edge gaps), dynamic range and low-energy ratio over the
+last 3 s (compressed music beds against speech and crowd), and spectral descriptors with 12
+mel band energies. The 3 s context is the block's state.
+
+Missing audio. A step without audio (a source without an audio stream; audio that has not
+arrived yet) gives NaN for every value and 0 for `audio_present` (see blocks.base). Live
+audio can arrive a step late, so one missing step does not throw the context away; only
+when audio has been missing for as long as the context (or after a stream gap) does the
+next audio start a fresh context, so sound from before a real outage is never glued to
+sound after it.
 """
 
 from __future__ import annotations
 
-import math
-from typing import Any
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from detector.analysis.audio import SILENCE_DBFS, level_dbfs
+from detector.analysis.audiofeatures import AUDIO_FEATURE_NAMES, CONTEXT_SECONDS, AudioFeatureTrack
 from detector.analysis.blocks.base import Block, StepInputs
 
-SILENT_BELOW_DBFS = -50.0      # playout's break-edge silences sit far below this; quiet speech does not
+PRESENT = AUDIO_FEATURE_NAMES.index("audio_present")
 
 
-def peak_dbfs(samples: np.ndarray) -> float:
-    """Sample peak in dBFS (SILENCE_DBFS for digital silence)."""
-    peak = float(np.max(np.abs(samples))) if len(samples) else 0.0
-    return max(SILENCE_DBFS, 20.0 * math.log10(peak)) if peak > 0 else SILENCE_DBFS
+@dataclass
+class AudioState:
+    fps: float
+    track: AudioFeatureTrack = field(default_factory=AudioFeatureTrack)
+    missing_steps: int = 0
+
+
+def missing_vector() -> np.ndarray:
+    out = np.full(len(AUDIO_FEATURE_NAMES), np.nan, np.float32)
+    out[PRESENT] = 0.0
+    return out
 
 
 class AudioBlock(Block):
     name = "audio"
-    names = ("level_dbfs", "peak_dbfs", "silent", "present")
+    names = AUDIO_FEATURE_NAMES
 
-    def compute(self, state: Any, step: StepInputs) -> np.ndarray:
+    def new_state(self, fps: float) -> AudioState:
+        return AudioState(fps)
+
+    def compute(self, state: AudioState, step: StepInputs) -> np.ndarray:
         samples = step.audio
         if samples is None or not len(samples):
-            return np.array([np.nan, np.nan, np.nan, 0.0], np.float32)
-        level = level_dbfs(samples)
-        return np.array([level, peak_dbfs(samples), 1.0 if level < SILENT_BELOW_DBFS else 0.0, 1.0], np.float32)
+            state.missing_steps += 1
+            if state.missing_steps >= CONTEXT_SECONDS * state.fps:       # as long without audio as the context
+                state.track.reset()
+            return missing_vector()
+        state.missing_steps = 0
+        return state.track.push(samples)

@@ -2,9 +2,10 @@
 
 A block is the unit the sequence model's second input (`cues`) is made of. Each one is a
 pure function `(state, step) -> vector` plus the state it carries from one step to the next
-(the previous frame, a running estimate), so the daemon, `classify` and `train` compute the
+(the previous frame, the last seconds of audio, the channel's learnt logo), so the daemon, `classify` and `train` compute the
 very same numbers by calling the very same function on the same step inputs (no train/serve
-skew). Swapping in a richer block (mel bands, logo presence) is a change to one file.
+skew). The block modules are thin: the measuring lives in detector.analysis.audiofeatures and
+detector.analysis.visualcues, which the benches time on their own.
 
 Missing inputs. A block whose input is absent at a step (the channel has no audio) returns
 NaN for its measured values and 0 for its `present` element, if it has one. NaN never
@@ -26,12 +27,15 @@ from detector.analysis.framestats import FrameStats
 
 @dataclass(frozen=True)
 class StepInputs:
-    """What one analysis step offers a block: the sampled frame's stats and the audio since the
-    previous step (mono float32 16 kHz; None when the source has no audio or none arrived)."""
+    """What one analysis step offers a block: the sampled frame (BGR uint8 at the model's input
+    size, as the backbone sees it), its stats, and the audio since the previous step (mono
+    float32 16 kHz; None when the source has no audio or none arrived). `image` may be a
+    reused buffer: a block reads it during `compute` and keeps nothing that points into it."""
 
     time: float
     stats: FrameStats
     audio: np.ndarray | None = None
+    image: np.ndarray | None = None
 
 
 class Block(ABC):
@@ -44,9 +48,15 @@ class Block(ABC):
     def size(self) -> int:
         return len(self.names)
 
-    def new_state(self) -> Any:
-        """What the block remembers between steps; a fresh one at stream start and after a gap."""
+    def new_state(self, fps: float) -> Any:
+        """What the block remembers between steps, fresh at stream start (`fps`: analysis steps per second)."""
         return None
+
+    def after_gap(self, state: Any, fps: float) -> Any:
+        """The state after a gap in the stream (reconnect, timestamp jump). By default a fresh
+        one; a block whose knowledge belongs to the channel rather than to the connection (the
+        learnt station logo) keeps that part, so a reconnect does not cost minutes of relearning."""
+        return self.new_state(fps)
 
     @abstractmethod
     def compute(self, state: Any, step: StepInputs) -> np.ndarray:

@@ -1,34 +1,43 @@
-"""The visual block: black frame, cut strength to the previous step, mean luma.
+"""The visual block: the classic broadcast picture cues (detector.analysis.visualcues).
 
-The classic cues Comskip uses, from the frame stats every sampled frame already has
-(detector.analysis.framestats); logo presence and letterbox (issue 16, point 2) replace
-`VisualBlock.compute` here. The previous step's stats are the block's state, so a cut is
-measured between analysis steps, the same live and offline.
+Black frame, the channel's station logo (learnt over the first ~30 s, then present or not),
+letterbox / pillarbox and the aspect inside the bars, the cut to the previous step and the
+cut rate over the last 8 s: what separates an ad that looks like the programme from the
+programme. Measured on the analysed frame (the backbone's input), so live, `classify` and
+`train` see the same pixels.
+
+The logo belongs to the channel, not to the connection: after a gap only the cut history
+starts afresh, the learnt mask stays (`after_gap`). Without a picture (only stats given, as
+in some unit uses) the stats-based values are still real and the rest is NaN (missing).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from detector.analysis.blocks.base import Block, StepInputs
-from detector.analysis.framestats import FrameStats, cut_strength, is_black
+from detector.analysis.framestats import cut_strength, is_black
+from detector.analysis.visualcues import VISUAL_CUE_NAMES, VisualCueState, visual_cues
 
-
-@dataclass
-class VisualState:
-    previous: FrameStats | None = None
+CUT_RATE_SECONDS = 8.0      # shot cuts per second over this long (a spot's pace against a match's)
 
 
 class VisualBlock(Block):
     name = "visual"
-    names = ("black", "cut_strength", "luma")
+    names = VISUAL_CUE_NAMES
 
-    def new_state(self) -> VisualState:
-        return VisualState()
+    def new_state(self, fps: float) -> VisualCueState:
+        return VisualCueState.create(fps, max(2, int(round(CUT_RATE_SECONDS * fps))))
 
-    def compute(self, state: VisualState, step: StepInputs) -> np.ndarray:
-        cut = cut_strength(state.previous, step.stats) if state.previous is not None else 0.0
+    def after_gap(self, state: VisualCueState, fps: float) -> VisualCueState:
+        state.reset()
+        return state
+
+    def compute(self, state: VisualCueState, step: StepInputs) -> np.ndarray:
+        if step.image is not None:
+            return visual_cues(step.image, step.stats, state)
+        out = np.full(len(VISUAL_CUE_NAMES), np.nan, np.float32)
+        out[VISUAL_CUE_NAMES.index("black")] = float(is_black(step.stats))
+        out[VISUAL_CUE_NAMES.index("cut")] = cut_strength(state.previous, step.stats) if state.previous is not None else 0.0
         state.previous = step.stats
-        return np.array([1.0 if is_black(step.stats) else 0.0, cut, step.stats.luma / 255.0], np.float32)
+        return out
