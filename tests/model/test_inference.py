@@ -31,6 +31,16 @@ OV_AMX = ["FP32", "BF16", "INT8", "FP16"]
 OV_OLD = ["FP32", "INT8"]
 
 
+def _cpu_has_bf16() -> bool:
+    """Whether OpenVINO offers bf16 on this CPU (Intel AMX: yes; the AMD EPYC sessions: no)."""
+    from detector.model.backends.openvino import openvino_capabilities
+
+    return "BF16" in (openvino_capabilities() or [])
+
+
+HAS_BF16 = _cpu_has_bf16()
+
+
 # --------------------------------------------------------------------------- the choice (pure)
 
 @pytest.mark.parametrize("variants, providers, driver, caps, expected", [
@@ -178,6 +188,10 @@ def test_openvino_and_io_binding_give_the_reference_features(backbone_dir, frame
     ref = ref_models.features(frames)
     scale = float(np.abs(ref).max())
     for engine, precision, rtol in (("openvino", "fp32", 1e-4), ("openvino", "bf16", 5e-2)):
+        if precision == "bf16" and not HAS_BF16:       # this CPU: refused in one line, never fp32 quietly
+            with pytest.raises(UsageError, match="no bf16 support.*use int8 or fp32"):
+                Models(bundle, CPU, engine=engine, precision=precision)
+            continue
         m = Models(bundle, CPU, engine=engine, precision=precision)
         assert (m.plan.engine, m.precision, m.providers_in_use) == (engine, precision, ["OpenVINO:CPU"])
         for n in (1, 5, 12):                       # one compiled model serves every batch size
@@ -279,6 +293,11 @@ def test_faster_paths_agree_with_fp32_and_scores_hold(int8_bundle, demo_set, fp3
     from detector.analysis.segments import Segment, read_labels
 
     ref_seg, ref_rows = fp32_reference
+    if precision == "bf16" and not HAS_BF16:
+        proc = run_cli("classify", demo_set.broadcast, "-m", int8_bundle, "-o", tmp_path / "out", "--no-progress",
+                       "--engine", engine, "--precision", precision)
+        assert_usage_error(proc, "no bf16 support", "use int8 or fp32")
+        return
     got_seg, got_rows, log = _classify(demo_set.broadcast, int8_bundle, tmp_path / "out", "--engine", engine, "--precision", precision)
     assert expect in log, log[-2000:]
     assert len(ref_rows) == len(got_rows) > 50
