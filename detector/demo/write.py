@@ -244,14 +244,15 @@ def _plan_broadcast(rng: np.random.Generator, n_total: int, fps: float) -> list[
 
 
 def trap_count(traps: float, candidates: int) -> int:
-    """How many trap parts `traps` asks for: a fraction in [0, 1) of the candidates (rounded), or a
-    whole number >= 1 of them (at most all)."""
+    """How many trap parts `traps` asks for: a fraction in [0, 1) of the candidates (rounded, half
+    up), or a whole number >= 1 of them (at most all)."""
     if not (math.isfinite(traps) and traps >= 0) or (traps >= 1 and int(traps) != traps):
         raise UsageError(f"traps must be a fraction in [0, 1) or a whole number of trap parts, got {traps}")
-    return min(candidates, int(round(traps * candidates)) if traps < 1 else int(traps))
+    return min(candidates, int(math.floor(traps * candidates + 0.5)) if traps < 1 else int(traps))   # half rounds up
 
 
 STUDIO_SECONDS = (8.0, 16.0)       # a studio insert inside a programme stretch
+REPLAY_SECONDS = (8.0, 20.0)       # music over a replay: an audio trap inside a programme stretch
 STUDIO_MARGIN_SECONDS = 4.0        # of match on either side of it
 
 
@@ -336,15 +337,29 @@ def _broadcast_sound(rng: np.random.Generator, parts: list[_Part], fps: float) -
     """The broadcast's sound, part by part (see detector.demo.sound), and the audio traps as
     (first frame, end frame, kind): black gaps are silent; where a break cuts without black, half
     of its edges get ~0.3 s of silence anyway (audio-only edge); about one part in five is an
-    audio trap whose sound belongs to the other class, except a visual trap, whose sound is its own."""
+    audio trap, except a visual trap, whose sound is its own. An audio-trap spot sounds like the
+    match from start to end (a spot recorded in a stadium); an audio-trap programme stretch has
+    8-20 s of music and voice-over somewhere in it (music over a replay), not for the whole
+    30-70 s: no channel plays a jingle under a whole half of the match."""
     pieces, silences = [], []
     audio_traps: list[tuple[int, int, str]] = []
     pos = 0
+    longest = frames_for(REPLAY_SECONDS[1], fps)
     for i, part in enumerate(parts):
         trap = part.kind != "black" and rng.random() < TRAP_PROBABILITY and part.trap is None
-        if trap:
-            audio_traps.append((pos, pos + part.frames, AD_SOUNDS_LIKE_PROGRAMME if part.kind == "spot" else PROGRAMME_SOUNDS_LIKE_AD))
-        pieces.append(part_sound(rng, part.kind, part.frames / fps, trap))
+        if trap and part.kind == "football" and part.frames > longest:
+            span = frames_for(rng.uniform(*REPLAY_SECONDS), fps)
+            first = int(rng.integers(0, part.frames - span + 1))
+            piece = part_sound(rng, part.kind, part.frames / fps, False)
+            a, b = int(round(first / fps * RATE)), int(round((first + span) / fps * RATE))
+            piece[a:b] = part_sound(rng, part.kind, (b - a) / RATE, True)[:b - a]
+            audio_traps.append((pos + first, pos + first + span, PROGRAMME_SOUNDS_LIKE_AD))
+            pieces.append(piece)
+        else:
+            if trap:
+                audio_traps.append((pos, pos + part.frames,
+                                    AD_SOUNDS_LIKE_PROGRAMME if part.kind == "spot" else PROGRAMME_SOUNDS_LIKE_AD))
+            pieces.append(part_sound(rng, part.kind, part.frames / fps, trap))
         before = parts[i - 1] if i else None
         if before is not None and before.label != part.label and "black" not in (before.kind, part.kind) and rng.random() < 0.5:
             silences.append(pos / fps)
