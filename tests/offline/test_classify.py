@@ -244,7 +244,7 @@ def test_evaluate_scores_trap_spans_and_writes_each_bundles_segments(bundle_dir:
     from detector.demo.data import write_broadcast
 
     video = tmp_path / "trappy.mp4"
-    write_broadcast(video, seed=11, duration=40.0, size=(320, 180), progress=False, traps=2)
+    write_broadcast(video, seed=11, duration=50.0, size=(320, 180), progress=False, traps=2)
     truth = tmp_path / "trappy.truth.json"
     spans = json.loads(truth.read_text())["traps"]
     assert {s[2] for s in spans} >= {"ad_on_pitch", "studio_programme"}
@@ -261,7 +261,7 @@ def test_evaluate_scores_trap_spans_and_writes_each_bundles_segments(bundle_dir:
         assert traps["count"] == len(spans) and [s["kind"] for s in traps["spans"]] == [s[2] for s in spans]
         assert 0.0 <= traps["accuracy"] <= 1.0
         said = json.loads((out / f"{name}.segments.json").read_text())
-        assert said[0]["start"] == 0.0 and said[-1]["end"] == pytest.approx(40.0, abs=0.1)
+        assert said[0]["start"] == 0.0 and said[-1]["end"] == pytest.approx(50.0, abs=0.1)
         as_truth = read_labels(out / f"{name}.csv", {"commercial"})
         assert [(s.start, s.end, s.label) for s in as_truth] == [(x["start"], x["end"], x["label"]) for x in said]
     assert rows[0]["trap_spans"] == rows[1]["trap_spans"]     # the same bundle twice says the same
