@@ -130,8 +130,13 @@ def mean_rows(rows: list[dict]) -> dict[str, Any]:
     return out
 
 
+def _cell(value: Any) -> str:
+    return "-" if value is None else f"{value:.3f}"      # 3 decimals: the differences are small
+
+
 def print_table(title: str, rows: dict[str, dict]) -> str:
-    text = table(["bundle", *[c for _, c, _ in SCORES]], [[name, *[r.get(k) for k, _, _ in SCORES]] for name, r in rows.items()])
+    text = table(["bundle", *[c for _, c, _ in SCORES]],
+                 [[name, *[_cell(r.get(k)) for k, _, _ in SCORES]] for name, r in rows.items()])
     print(f"\n{title}\n{text}")
     return text
 
