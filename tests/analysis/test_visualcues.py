@@ -76,6 +76,10 @@ def test_the_logo_still_reads_present_when_the_score_bug_learnt_with_it_is_gone(
     studio = [learner.presence(corner_edges(cv2.cvtColor(with_logo(scene(rng)), cv2.COLOR_BGR2GRAY))) for _ in range(10)]
     ads = [learner.presence(corner_edges(cv2.cvtColor(scene(rng), cv2.COLOR_BGR2GRAY))) for _ in range(10)]
     assert min(studio) > 0.8 and max(ads) < 0.3, (studio, ads)
+    # a crowd (fine texture everywhere) has edges next to every mask pixel, but no more than around it: no logo
+    crowd = cv2.resize(rng.integers(0, 256, (S // 3, S // 3, 3), dtype=np.uint8), (S, S), interpolation=cv2.INTER_NEAREST)
+    assert learner.presence(corner_edges(cv2.cvtColor(crowd, cv2.COLOR_BGR2GRAY))) < 0.3
+    assert learner.presence(corner_edges(cv2.cvtColor(with_logo(crowd), cv2.COLOR_BGR2GRAY))) > 0.5
 
 
 def test_the_learner_forgets_a_logo_that_went_away() -> None:
