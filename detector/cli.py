@@ -236,7 +236,10 @@ def _add_offline_commands(sub: Any) -> None:
 
     p = sub.add_parser("evaluate", help="score a recording against ground truth; prints JSON")
     p.add_argument("video")
-    p.add_argument("--truth", required=True, help="CSV start,end,label or Kodi EDL")
+    p.add_argument("--truth", required=True,
+                   help="CSV start,end,label, Kodi EDL, or JSON with segments and trap spans (the demo's NAME.truth.json)")
+    p.add_argument("--segments-dir", metavar="DIR",
+                   help="also write each bundle's predicted segments to DIR (VIDEO.BUNDLE.segments.json and .csv)")
     p.add_argument("-m", "--model", required=True, action="append", metavar="MODEL_DIR",
                    help="model bundle directory; repeat (-m A -m B) for a side-by-side ablation on the same recording")
     p.add_argument("--table", action="store_true", help="also print a human-readable table (to stderr)")

@@ -115,10 +115,11 @@ class LogoLearner:
         self.frames = 0.0                         # frames counted (halved with the counts)
         self._mask: np.ndarray | None = None
         self._mask_pixels = 0
+        self._rings: list[np.ndarray | None] | None = None    # per corner: the mask's surroundings (presence)
 
     def reset(self) -> None:
         """Forget the mask (another channel's content, a resolution change)."""
-        self.counts, self.frames, self._mask, self._mask_pixels = None, 0.0, None, 0
+        self.counts, self.frames, self._mask, self._mask_pixels, self._rings = None, 0.0, None, 0, None
 
     def update(self, edges: np.ndarray) -> None:
         """Count one frame's corner edges; halve everything once the horizon is reached."""
@@ -131,6 +132,7 @@ class LogoLearner:
             self.counts >>= 1
             self.frames /= 2
         self._mask = None
+        self._rings = None
 
     @property
     def mask(self) -> np.ndarray | None:
@@ -143,13 +145,46 @@ class LogoLearner:
         return self._mask if self._mask_pixels >= self.min_pixels else None
 
     def presence(self, edges: np.ndarray) -> float:
-        """Share of the mask's pixels with an edge now (0..1; 0 with no mask). A logo's edges
-        can shift by a pixel after scaling, so an edge next to a mask pixel counts too."""
+        """How clearly the learnt static mark shows now (0..1; 0 with no mask).
+
+        Per corner: the share of the corner's mask pixels with an edge on or next to them (a
+        logo's edges shift by a pixel after scaling), less what clutter alone gives there: the
+        same share over the mask's surroundings (its bounding box plus 4 pixels, off the mask),
+        rescaled so that clutter everywhere reads 0 and a clean mark 1. The best corner counts.
+
+        Why not the plain share, pooled over the corners: (1) a crowd shot or a busy advert has
+        edges next to nearly every pixel, so its "presence" read 0.8 with no logo on screen (an
+        advert shot on a pitch, demo data); against its surroundings it reads ~0.1; (2) a
+        sports channel's score bug is as static as its logo during play and is learnt with it,
+        but studio segments keep the logo and drop the bug: pooled, the larger bug's absence
+        put a studio frame (0.22) below an advert (0.44); per corner its logo reads ~1.0.
+        Corners with fewer than `min_pixels` mask pixels are not a mark (all pooled if none has).
+        """
         mask = self.mask
         if mask is None or mask.shape != edges.shape:
             return 0.0
         near = np.stack([cv2.dilate(e.view(np.uint8), _CROSS) for e in edges]) > 0
-        return float((near & mask).sum() / self._mask_pixels)
+        if self._rings is None:
+            self._rings = [_surroundings(m) if m.sum() >= self.min_pixels else None for m in mask]
+        best = None
+        for c, ring in enumerate(self._rings):
+            if ring is None:
+                continue
+            hit = float(near[c][mask[c]].mean())
+            clutter = float(near[c][ring].mean()) if ring.any() else 0.0
+            score = max(0.0, (hit - clutter) / (1.0 - clutter)) if clutter < 1.0 else 0.0
+            best = score if best is None else max(best, score)
+        if best is None:
+            return float((near & mask).sum() / self._mask_pixels)
+        return best
+
+
+def _surroundings(mask: np.ndarray, pad: int = 4) -> np.ndarray:
+    """Pixels of the mask's bounding box (grown by `pad`) that are neither mask nor next to it."""
+    ys, xs = np.nonzero(mask)
+    box = np.zeros_like(mask)
+    box[max(0, ys.min() - pad):ys.max() + pad + 1, max(0, xs.min() - pad):xs.max() + pad + 1] = True
+    return box & ~(cv2.dilate(mask.view(np.uint8), _CROSS) > 0)
 
 
 _CROSS = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))

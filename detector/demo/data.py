@@ -29,15 +29,14 @@ from pathlib import Path
 from tqdm import tqdm
 
 from detector.demo.paint import Size, frames_for
-from detector.demo.write import (AD_CLASS, CLASSES, PROGRAMME_CLASS, check_args, derive_seed, video_is_valid, write_broadcast,
-                                 write_clip)
+from detector.demo.write import (AD_CLASS, CLASSES, GENERATOR_VERSION, PROGRAMME_CLASS, check_args, derive_seed, trap_count,
+                                 truth_json_path, video_is_valid, write_broadcast, write_clip)
 from detector.errors import RuntimeFailure, UsageError
 from detector.util.fsutil import atomic_write_text
 
 log = logging.getLogger(__name__)
 
-# Bump when the drawing changes, so that `generate_demo_set` regenerates old demo sets.
-GENERATOR_VERSION = 2       # 2: sound (music beds, voice-over, crowd, commentary, edge silences, traps)
+# GENERATOR_VERSION (detector.demo.write) is recorded in the set's marker: a new version regenerates old sets.
 
 # Smaller/shorter items for tests and quick looks (`python -m detector.demo.data --quick`).
 QUICK_SETTINGS: dict[str, int | float] = {
@@ -62,6 +61,7 @@ class DemoSet:
     broadcast: Path
     truth_csv: Path
     truth_edl: Path
+    truth_json: Path | None = None     # segments plus trap spans (`evaluate --truth` reports trap-span accuracy from it)
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,7 @@ class _Item:
     seed: int
     size: Size
     fps: float
+    traps: float = 0.0      # broadcast: visual traps (fraction or count, see write.trap_count); clip: 1.0 = a trap clip
 
     @property
     def frames(self) -> int:
@@ -85,21 +86,23 @@ class _Item:
             for suffix in (".csv", ".edl"):
                 if not self.path.with_suffix(suffix).is_file():
                     return False
+            if not truth_json_path(self.path).is_file():
+                return False
         return video_is_valid(self.path, self.frames, self.size)
 
 
 def _make_item(item: _Item) -> Path:
     """Draw one item (runs in a worker process)."""
     if item.kind == "clip":
-        write_clip(item.path, item.label, item.seconds, item.seed, item.size, item.fps)
+        write_clip(item.path, item.label, item.seconds, item.seed, item.size, item.fps, trap=item.traps >= 1.0)
     else:
-        write_broadcast(item.path, item.seed, item.seconds, item.size, item.fps, progress=False)
+        write_broadcast(item.path, item.seed, item.seconds, item.size, item.fps, progress=False, traps=item.traps)
     return item.path
 
 
 _CLIP_NAMES = re.compile(r"^(?:football|commercial)_\d{3}\.mp4$")
-_RECORDING_NAMES = re.compile(r"^recording_\d{2}\.(?:mp4|csv|edl)$")
-_PARTIAL_NAMES = re.compile(r"^\..+\.partial(?:\.mp4|\.csv|\.edl)?$")  # left behind only by a killed (SIGKILL) run
+_RECORDING_NAMES = re.compile(r"^recording_\d{2}\.(?:mp4|csv|edl|truth\.json)$")
+_PARTIAL_NAMES = re.compile(r"^\..+\.partial(?:\.mp4|\.csv|\.edl|\.json)?$")  # left behind only by a killed (SIGKILL) run
 
 
 def _remove_stale(folders: list[tuple[Path, re.Pattern[str] | None]], keep: set[Path]) -> None:
@@ -129,7 +132,7 @@ def _read_json(path: Path) -> object:
 def generate_demo_set(root: Path, seed: int = 0, train_clips: int = 12, test_clips: int = 4, clip_seconds: float = 10.0,
                       train_recordings: int = 2, recording_seconds: float = 150.0, broadcast_seconds: float = 240.0,
                       size: tuple[int, int] = (640, 360), fps: float = 25.0, progress: bool = True,
-                      workers: int | None = None) -> DemoSet:
+                      workers: int | None = None, traps: float = 0.0) -> DemoSet:
     """Everything `ad-detector demo` needs: class folders to train on and a broadcast to test on.
 
     Layout:
@@ -138,6 +141,12 @@ def generate_demo_set(root: Path, seed: int = 0, train_clips: int = 12, test_cli
        root/DATA/train/recording_01.mp4 + .csv + .edl ...  (train_recordings labelled broadcasts, directly
             in the split folder: the trainer reads them with the labels file beside them)
        root/broadcast.mp4 + .csv + .edl  (evaluation broadcast, from a seed no training item uses)
+       root/broadcast.truth.json, root/DATA/train/recording_01.truth.json ...  (segments and trap spans)
+
+    `traps` puts visual traps (detector.demo.traps: adverts on a pitch, studio programme; the
+    picture misleads, sound and logo do not) everywhere in the same share: in every broadcast
+    (a fraction of its spots and programme stretches, see write.trap_count) and in round(traps
+    * count) of each class's clips per split (the last ones). 0 (default) draws no visual traps.
 
     Re-running is cheap: files that exist and are valid are skipped when they were made with
     the same parameters (recorded in root/.generating while working and root/.complete, written
@@ -150,6 +159,8 @@ def generate_demo_set(root: Path, seed: int = 0, train_clips: int = 12, test_cli
     for name, value in (("train_clips", train_clips), ("test_clips", test_clips), ("train_recordings", train_recordings)):
         if int(value) != value or value < 0:
             raise UsageError(f"demo set: {name} must be a whole number >= 0, got {value}")
+    if not (math.isfinite(traps) and 0.0 <= traps < 1.0):
+        raise UsageError(f"demo set: traps must be a fraction in [0, 1), got {traps}")
     for name, secs in (("recording_seconds", recording_seconds), ("broadcast_seconds", broadcast_seconds)):
         if not (math.isfinite(secs) and secs >= 20.0):
             raise UsageError(f"demo set: {name} must be at least 20 seconds, got {secs}")
@@ -157,22 +168,24 @@ def generate_demo_set(root: Path, seed: int = 0, train_clips: int = 12, test_cli
     params = {"version": GENERATOR_VERSION, "seed": int(seed), "train_clips": int(train_clips), "test_clips": int(test_clips),
               "clip_seconds": float(clip_seconds), "train_recordings": int(train_recordings),
               "recording_seconds": float(recording_seconds), "broadcast_seconds": float(broadcast_seconds),
-              "size": [size[0], size[1]], "fps": float(fps)}
+              "size": [size[0], size[1]], "fps": float(fps), "traps": float(traps)}
     data_dir = root / "DATA"
     demo = DemoSet(root=root, data_dir=data_dir, broadcast=root / "broadcast.mp4",
-                   truth_csv=root / "broadcast.csv", truth_edl=root / "broadcast.edl")
+                   truth_csv=root / "broadcast.csv", truth_edl=root / "broadcast.edl",
+                   truth_json=truth_json_path(root / "broadcast.mp4"))
 
     items: list[_Item] = []
     for split, count in (("train", int(train_clips)), ("test", int(test_clips))):
         for label in CLASSES:
+            n_traps = trap_count(float(traps), count)
             for i in range(count):
                 items.append(_Item("clip", data_dir / split / label / f"{label}_{i + 1:03d}.mp4", label, float(clip_seconds),
-                                   derive_seed(seed, split, label, i), size, float(fps)))
+                                   derive_seed(seed, split, label, i), size, float(fps), 1.0 if i >= count - n_traps else 0.0))
     for i in range(int(train_recordings)):
         items.append(_Item("broadcast", data_dir / "train" / f"recording_{i + 1:02d}.mp4", "", float(recording_seconds),
-                           derive_seed(seed, "train", "recording", i), size, float(fps)))
+                           derive_seed(seed, "train", "recording", i), size, float(fps), float(traps)))
     items.append(_Item("broadcast", demo.broadcast, "", float(broadcast_seconds),
-                       derive_seed(seed + 1000, "demo", "broadcast", 0), size, float(fps)))
+                       derive_seed(seed + 1000, "demo", "broadcast", 0), size, float(fps), float(traps)))
 
     marker, in_progress = root / _MARKER, root / _IN_PROGRESS
     trusted = _read_json(marker) == params or _read_json(in_progress) == params
@@ -183,7 +196,7 @@ def generate_demo_set(root: Path, seed: int = 0, train_clips: int = 12, test_cli
     for item in items:
         keep.add(item.path)
         if item.kind == "broadcast":
-            keep.update({item.path.with_suffix(".csv"), item.path.with_suffix(".edl")})
+            keep.update({item.path.with_suffix(".csv"), item.path.with_suffix(".edl"), truth_json_path(item.path)})
     _remove_stale(own_dirs, keep)
     todo = [item for item in items if not (trusted and item.is_done())]
     if not todo and _read_json(marker) == params:
@@ -225,12 +238,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("out_dir", type=Path, help="folder to write (created if missing)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--quick", action="store_true", help="fewer, shorter items (for tests and a quick look)")
+    parser.add_argument("--traps", type=float, default=0.0, metavar="FRACTION",
+                        help="share of spots, programme stretches and clips drawn as visual traps (adverts on a pitch, "
+                             "studio programme), 0 <= FRACTION < 1 (default 0)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     settings = dict(QUICK_SETTINGS) if args.quick else {}
     try:
-        demo = generate_demo_set(args.out_dir, seed=args.seed, progress=not args.no_progress, **settings)  # type: ignore[arg-type]
+        demo = generate_demo_set(args.out_dir, seed=args.seed, progress=not args.no_progress, traps=args.traps,
+                                 **settings)  # type: ignore[arg-type]
     except (UsageError, RuntimeFailure) as exc:
         log.error("error: %s", exc)
         return exc.exit_code

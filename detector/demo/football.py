@@ -346,21 +346,35 @@ class _ScoreBug:
         cv2.putText(frame, text, (x + chip + pad, y + pad + th), self.font, self.scale, (245, 245, 245), self.thick, cv2.LINE_AA)
         cv2.rectangle(frame, (x + box_w, y), (x + total, y + bh), m.bug_accent, -1)
         cv2.putText(frame, clock, (x + box_w + pad, y + pad + th), self.font, self.scale, (20, 20, 20), self.thick, cv2.LINE_AA)
-        # Channel logo in the other top corner, as broadcasters do during programmes.
+        self.draw_logo(frame)
+
+    def draw_logo(self, frame: np.ndarray) -> None:
+        """The channel logo in the top corner the score bug leaves free, as broadcasters show it
+        during programmes (and never during ads): the static mark a logo detector learns."""
+        m, sc = self.match, self.sc
+        w = self.size[0]
+        pad = int(round(6 * sc))
         (lw, lh), _ = cv2.getTextSize(m.channel, cv2.FONT_HERSHEY_DUPLEX, 0.55 * sc, self.thick)
         lx = self.margin if m.bug_right else w - self.margin - lw
-        cv2.putText(frame, m.channel, (lx, y + lh + pad), cv2.FONT_HERSHEY_DUPLEX, 0.55 * sc, (235, 235, 235), self.thick, cv2.LINE_AA)
+        cv2.putText(frame, m.channel, (lx, self.margin + lh + pad), cv2.FONT_HERSHEY_DUPLEX, 0.55 * sc, (235, 235, 235),
+                    self.thick, cv2.LINE_AA)
 
 
 def football_frames(rng: np.random.Generator, n: int, size: Size, fps: float, match: Match, play: Play,
-                     t0: float, clock0: float, score: tuple[int, int], noise: Noise) -> Iterator[np.ndarray]:
-    """n frames of match action starting at match time t0, with camera cuts every 5-25 s."""
+                     t0: float, clock0: float, score: tuple[int, int], noise: Noise, graphics: bool = True,
+                     shot_seconds: tuple[float, float] = (5.0, 25.0)) -> Iterator[np.ndarray]:
+    """n frames of match action starting at match time t0, with camera cuts every 5-25 s.
+
+    `graphics` False leaves out the score bug and the channel logo, and `shot_seconds` sets
+    the cut lengths: what an advert shot on a football pitch looks like (detector.demo.traps).
+    """
     w, h = size
     bug = _ScoreBug(match, size)
     done = 0
+    lo, hi = shot_seconds
     while done < n:
-        length = min(n - done, frames_for(rng.uniform(5.0, 25.0), fps))
-        if 0 < n - done - length < frames_for(2.0, fps):  # no sliver of a last shot
+        length = min(n - done, frames_for(rng.uniform(lo, hi), fps))
+        if 0 < n - done - length < frames_for(min(2.0, lo), fps):  # no sliver of a last shot
             length = n - done
         shot = _new_camera_shot(rng, match, size, length)
         ch, cw = shot.canvas.shape[:2]
@@ -374,6 +388,7 @@ def football_frames(rng: np.random.Generator, n: int, size: Size, fps: float, ma
             y0 = int(min(max(round(v - 0.5 * h), 0), ch - h))
             frame = shot.canvas[y0:y0 + h, x0:x0 + w].copy()
             _draw_people(frame, shot, match, play, t, x0, y0, play.ball(t))
-            bug.draw(frame, score, clock0 + i / fps)
+            if graphics:
+                bug.draw(frame, score, clock0 + i / fps)
             yield noise.apply(frame)
         done += length

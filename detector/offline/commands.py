@@ -87,26 +87,59 @@ def classify_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def segment_file_names(video: Path, model_dirs: list[str]) -> list[str]:
+    """`VIDEO_STEM.MODEL_DIR_NAME` per bundle, made unique with `-2`, `-3` ... (two `-m .../bundle`)."""
+    names: list[str] = []
+    for d in model_dirs:
+        base = f"{video.stem}.{Path(d).resolve().name or 'model'}"
+        name, n = base, 1
+        while name in names:
+            n += 1
+            name = f"{base}-{n}"
+        names.append(name)
+    return names
+
+
 def evaluate_command(args: argparse.Namespace) -> int:
     """One -m: that bundle's scores (the JSON object as ever). Several -m: the same recording
     through each bundle, side by side (`{"video", "models": [{"model", "blocks", ...scores}]}`),
-    the ablation that shows what a cue block buys (video only vs. video + audio vs. all)."""
-    from detector.offline.scoring import score, table
-    from detector.analysis.segments import read_labels
+    the ablation that shows what a cue block buys (video only vs. video + audio vs. all).
+
+    A `.json` truth with trap spans (detector.offline.truth) adds `trap_spans` (accuracy inside
+    them, per kind); `--segments-dir DIR` writes each bundle's predicted segments there
+    (`VIDEO.BUNDLE.segments.json` and `.csv`), so a score can be checked against what was said."""
+    from detector.offline.formats import ensure_writable_dir, segments_json
+    from detector.offline.scoring import score, span_scores, table
+    from detector.offline.truth import read_truth
+    from detector.analysis.segments import labels_csv_text
+    from detector.util.fsutil import atomic_write_text
 
     video = _check_video_arg(args.video)
     decision = DecisionSettings(rules=rules_from_args(args))
     dirs = args.model if isinstance(args.model, list) else [args.model]
     bundles = [load_bundle(Path(d)) for d in dirs]      # every bundle checked before the first long analysis
+    for bundle in bundles:                              # so is the truth, once per set of ad classes
+        read_truth(Path(args.truth), set(bundle.ad_classes), ad_label=bundle.ad_classes[0])
+    seg_dir = Path(args.segments_dir) if getattr(args, "segments_dir", None) else None
+    if seg_dir is not None:
+        ensure_writable_dir(seg_dir)
+    names = segment_file_names(video, [str(d) for d in dirs])
     results = []
-    for bundle in bundles:
-        truth = read_labels(Path(args.truth), set(bundle.ad_classes), ad_label=bundle.ad_classes[0])
+    for bundle, name in zip(bundles, names):
+        truth = read_truth(Path(args.truth), set(bundle.ad_classes), ad_label=bundle.ad_classes[0])
         models = _models(bundle, args)
         result = analyse(video, bundle, models, decision, progress=not args.no_progress)
         models.close()
-        figures = score(result.segments, truth, result.duration)
+        figures = score(result.segments, truth.segments, result.duration)
+        if truth.spans:
+            figures["trap_spans"] = span_scores(result.segments, truth.segments, truth.spans, result.duration)
         figures["video"] = str(video)
         figures["speed_x_realtime"] = round(result.duration / max(result.timings["total_s"], 1e-9), 2)
+        if seg_dir is not None:
+            atomic_write_text(seg_dir / f"{name}.segments.json", segments_json(result.segments))
+            atomic_write_text(seg_dir / f"{name}.csv", labels_csv_text(result.segments))
+            figures["segments_file"] = str(seg_dir / f"{name}.segments.json")
+            log.info("predicted segments written file=%s segments=%d", seg_dir / f"{name}.segments.json", len(result.segments))
         results.append((bundle, figures))
     if len(results) == 1:
         print(json.dumps(results[0][1], indent=2))

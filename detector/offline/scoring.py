@@ -191,6 +191,51 @@ def score(
     return result
 
 
+def span_scores(pred: list[Segment], truth: list[Segment], spans: Sequence[tuple[float, float, str]], duration: float,
+                grid: float = 0.1) -> dict:
+    """Accuracy (ad vs not ad agreeing with truth, on the same grid as `score`) inside given spans.
+
+    For the cases an aggregate hides: the trap spans of a demo broadcast, where the picture or
+    the sound misleads (detector.demo.traps). Returns a JSON-ready dict:
+    - `count`, `accuracy`: all spans pooled (a grid point inside two spans counts once),
+      accuracy None when no grid point falls in any span;
+    - `by_kind`: per kind `{spans, points, seconds, accuracy}` (points: grid points inside,
+      so callers can pool kinds themselves);
+    - `spans`: every span with its own `accuracy`, in the order given.
+    """
+    centres = _grid(duration, grid)
+    agree = _ad_mask(pred, centres) == _ad_mask(truth, centres)
+
+    def inside(start: float, end: float) -> np.ndarray:
+        lo = int(np.searchsorted(centres, start, side="left"))
+        hi = int(np.searchsorted(centres, end, side="left"))
+        mask = np.zeros(centres.shape, dtype=bool)
+        mask[lo:hi] = True
+        return mask
+
+    def acc(mask: np.ndarray) -> float | None:
+        n = int(np.count_nonzero(mask))
+        return round(float(np.count_nonzero(agree & mask)) / n, 4) if n else None
+
+    pooled = np.zeros(centres.shape, dtype=bool)
+    kinds: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = {}
+    rows = []
+    for start, end, kind in spans:
+        mask = inside(start, end)
+        pooled |= mask
+        kinds[kind] = kinds.get(kind, np.zeros(centres.shape, dtype=bool)) | mask
+        counts[kind] = counts.get(kind, 0) + 1
+        rows.append({"start": round(float(start), 3), "end": round(float(end), 3), "kind": kind, "accuracy": acc(mask)})
+    return {
+        "count": len(rows),
+        "accuracy": acc(pooled),
+        "by_kind": {k: {"spans": counts[k], "points": int(np.count_nonzero(m)), "seconds": round(float(np.count_nonzero(m) * grid), 3),
+                        "accuracy": acc(m)} for k, m in sorted(kinds.items())},
+        "spans": rows,
+    }
+
+
 def _fmt_ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
@@ -217,6 +262,11 @@ def table(result: dict) -> str:
     rows.append(("ad breaks detected", f"{result.get('ad_breaks_detected', '-')} of {result.get('ad_breaks_true', '-')}"))
     if "ad_breaks_predicted" in result:
         rows.append(("ad breaks predicted", str(result["ad_breaks_predicted"])))
+    traps = result.get("trap_spans")
+    if isinstance(traps, dict) and traps.get("count"):
+        rows.append((f"accuracy on trap spans ({traps['count']})", _fmt_ratio(traps.get("accuracy"))))
+        for kind, figures in traps.get("by_kind", {}).items():
+            rows.append((f"  {kind} ({figures['spans']}, {figures['seconds']:g} s)", _fmt_ratio(figures.get("accuracy"))))
     width = max(len(name) for name, _ in rows)
     header = f"{'metric':<{width}}  value"
     lines = [header, "-" * max(len(header), width + 2 + max(len(v) for _, v in rows))]

@@ -56,6 +56,32 @@ def test_the_logo_mask_is_learnt_in_its_corner_and_tells_programme_from_ads() ->
     assert min(programme) > 0.8 and max(ads) < 0.3, (programme, ads)
 
 
+def with_bug(img: np.ndarray) -> np.ndarray:
+    """A score bug in the top-left corner, larger than the logo: as static as the logo during play."""
+    out = img.copy()
+    cv2.rectangle(out, (10, 10), (70, 40), (40, 40, 40), -1)
+    cv2.rectangle(out, (10, 10), (70, 40), (255, 255, 255), 2)
+    cv2.putText(out, "1-0", (18, 33), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 255, 255), 2, cv2.LINE_AA)
+    return out
+
+
+def test_the_logo_still_reads_present_when_the_score_bug_learnt_with_it_is_gone() -> None:
+    """Studio segments keep the channel logo and drop the score bug; an advert has neither."""
+    rng = np.random.default_rng(5)
+    learner = LogoLearner(horizon_frames=400, persist=0.6, min_frames=60)
+    for _ in range(120):
+        learner.update(corner_edges(cv2.cvtColor(with_bug(with_logo(scene(rng))), cv2.COLOR_BGR2GRAY)))
+    mask = learner.mask
+    assert mask is not None and mask[0].sum() > mask[1].sum() > 50      # both marks learnt, the bug the larger
+    studio = [learner.presence(corner_edges(cv2.cvtColor(with_logo(scene(rng)), cv2.COLOR_BGR2GRAY))) for _ in range(10)]
+    ads = [learner.presence(corner_edges(cv2.cvtColor(scene(rng), cv2.COLOR_BGR2GRAY))) for _ in range(10)]
+    assert min(studio) > 0.8 and max(ads) < 0.3, (studio, ads)
+    # a crowd (fine texture everywhere) has edges next to every mask pixel, but no more than around it: no logo
+    crowd = cv2.resize(rng.integers(0, 256, (S // 3, S // 3, 3), dtype=np.uint8), (S, S), interpolation=cv2.INTER_NEAREST)
+    assert learner.presence(corner_edges(cv2.cvtColor(crowd, cv2.COLOR_BGR2GRAY))) < 0.3
+    assert learner.presence(corner_edges(cv2.cvtColor(with_logo(crowd), cv2.COLOR_BGR2GRAY))) > 0.5
+
+
 def test_the_learner_forgets_a_logo_that_went_away() -> None:
     rng = np.random.default_rng(4)
     learner = LogoLearner(horizon_frames=100, persist=0.6, min_frames=20)

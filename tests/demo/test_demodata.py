@@ -168,7 +168,8 @@ def mtimes(root: Path) -> dict[Path, int]:
 def test_generate_demo_set_layout_and_cheap_rerun(tmp_path: Path) -> None:
     root = tmp_path / "demo"
     demo = generate_demo_set(root, seed=5, workers=2, **TINY)
-    assert demo == DemoSet(root, root / "DATA", root / "broadcast.mp4", root / "broadcast.csv", root / "broadcast.edl")
+    assert demo == DemoSet(root, root / "DATA", root / "broadcast.mp4", root / "broadcast.csv", root / "broadcast.edl",
+                           root / "broadcast.truth.json")
     for split, count in (("train", 2), ("test", 1)):
         for label in CLASSES:
             clips = sorted((root / "DATA" / split / label).glob("*.mp4"))
@@ -176,6 +177,7 @@ def test_generate_demo_set_layout_and_cheap_rerun(tmp_path: Path) -> None:
             assert all(len(decode(c)) == 25 for c in clips)
     rec = root / "DATA" / "train" / "recording_01.mp4"
     assert rec.is_file() and rec.with_suffix(".csv").is_file() and rec.with_suffix(".edl").is_file()
+    assert (rec.parent / "recording_01.truth.json").is_file()
     assert not list((root / "DATA" / "test").glob("recording_*"))
     truth = read_labels(demo.truth_csv, {AD_CLASS})
     assert truth[-1].end == pytest.approx(24.0) and any(s.is_ad for s in truth)

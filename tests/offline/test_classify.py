@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from conftest import assert_usage_error, run_cli
+from conftest import assert_usage_error, copy_bundle, run_cli
 from detector.offline.scoring import score
 from detector.analysis.segments import read_labels
 from detector.offline.timeline import HEIGHT_PX, WIDTH_PX
@@ -235,6 +235,37 @@ def test_evaluate_prints_the_contract_json_with_csv_and_edl_truth(bundle_dir: Pa
     # an EDL lists the ads only; the gaps are programme, so both truths score the same
     assert {k: results[".csv"][k] for k in EVALUATE_KEYS} == {k: results[".edl"][k] for k in EVALUATE_KEYS}
     print("\nshort broadcast:", {k: results[".csv"][k] for k in EVALUATE_KEYS})
+
+
+def test_evaluate_scores_trap_spans_and_writes_each_bundles_segments(bundle_dir: Path, tmp_path: Path) -> None:
+    """A demo truth JSON adds accuracy on its trap spans; --segments-dir keeps what each bundle said,
+    as files a user can open (and feed back as --truth), named apart even for two same-named bundles."""
+    from detector.analysis.segments import read_labels
+    from detector.demo.data import write_broadcast
+
+    video = tmp_path / "trappy.mp4"
+    write_broadcast(video, seed=11, duration=50.0, size=(320, 180), progress=False, traps=2)
+    truth = tmp_path / "trappy.truth.json"
+    spans = json.loads(truth.read_text())["traps"]
+    assert {s[2] for s in spans} >= {"ad_on_pitch", "studio_programme"}
+    twin = copy_bundle(bundle_dir, tmp_path / "other" / bundle_dir.name)
+    out = tmp_path / "said"
+    proc = run_cli("evaluate", video, "--truth", truth, "-m", bundle_dir, "-m", twin, "--segments-dir", out, "--no-progress",
+                   "--table")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(proc.stdout)["models"]
+    names = [f"trappy.{bundle_dir.name}", f"trappy.{bundle_dir.name}-2"]
+    assert [r["segments_file"] for r in rows] == [str(out / f"{n}.segments.json") for n in names]
+    for row, name in zip(rows, names):
+        traps = row["trap_spans"]
+        assert traps["count"] == len(spans) and [s["kind"] for s in traps["spans"]] == [s[2] for s in spans]
+        assert 0.0 <= traps["accuracy"] <= 1.0
+        said = json.loads((out / f"{name}.segments.json").read_text())
+        assert said[0]["start"] == 0.0 and said[-1]["end"] == pytest.approx(50.0, abs=0.1)
+        as_truth = read_labels(out / f"{name}.csv", {"commercial"})
+        assert [(s.start, s.end, s.label) for s in as_truth] == [(x["start"], x["end"], x["label"]) for x in said]
+    assert rows[0]["trap_spans"] == rows[1]["trap_spans"]     # the same bundle twice says the same
+    assert "accuracy on trap spans" in proc.stderr
 
 
 # ----------------------------------------------------------------------------- bad input

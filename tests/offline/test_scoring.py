@@ -150,3 +150,57 @@ def test_score_never_raises_and_ratios_stay_in_range(data: st.DataObject, durati
         assert r["boundary_error_median_s"] >= 0.0
     json.dumps(r)
     table(r)
+
+
+# ----------------------------------------------------------------------------- trap spans
+
+def test_span_scores_count_agreement_inside_each_span_and_per_kind() -> None:
+    from detector.offline.scoring import span_scores
+
+    truth = covering((100.0, 150.0))
+    pred = covering((110.0, 150.0))                # misses the first 10 s of the break
+    spans = [(100.0, 120.0, "ad_on_pitch"), (200.0, 210.0, "studio_programme"), (105.0, 115.0, "ad_on_pitch")]
+    out = span_scores(pred, truth, spans, DURATION)
+    assert out["count"] == 3
+    assert [s["accuracy"] for s in out["spans"]] == [0.5, 1.0, 0.5]
+    pitch = out["by_kind"]["ad_on_pitch"]
+    assert (pitch["spans"], pitch["points"], pitch["seconds"], pitch["accuracy"]) == (2, 200, 20.0, 0.5)  # overlap counted once
+    assert out["by_kind"]["studio_programme"]["accuracy"] == 1.0
+    assert out["accuracy"] == round((100 + 100) / 300, 4)     # pooled: 10 s wrong out of 30 s
+    assert span_scores(pred, truth, [], DURATION) == {"count": 0, "accuracy": None, "by_kind": {}, "spans": []}
+    assert span_scores(pred, truth, [(400.0, 410.0, "late")], DURATION)["accuracy"] is None   # past the end: no point
+    text = table({**score(pred, truth, DURATION), "trap_spans": out})
+    assert "accuracy on trap spans (3)" in text and "ad_on_pitch (2, 20 s)" in text
+
+
+def test_json_truth_gives_segments_and_spans_and_names_what_is_wrong(tmp_path) -> None:
+    import pytest
+
+    from detector.errors import UsageError
+    from detector.offline.truth import read_truth
+
+    good = {"segments": [{"start": 0, "end": 30, "label": "football"}, {"start": 30, "end": 45.5, "label": "commercial"}],
+            "traps": [[31.0, 36.0, "ad_on_pitch"]]}
+    path = tmp_path / "t.truth.json"
+    path.write_text(json.dumps(good))
+    truth = read_truth(path, {"commercial"})
+    assert [(s.start, s.end, s.is_ad) for s in truth.segments] == [(0.0, 30.0, False), (30.0, 45.5, True)]
+    assert truth.spans == [(31.0, 36.0, "ad_on_pitch")]
+    for bad, needle in [({"traps": []}, "'segments' list"),
+                        ({**good, "traps": [[36.0, 31.0, "x"]]}, "traps[0]: ends (31.0) at or before it starts"),
+                        ({**good, "traps": [[1, 2]]}, "traps[0]: expected [start, end, kind]"),
+                        ({"segments": [{"start": 0, "end": 30, "label": "football"}, {"start": 20, "end": 40, "label": "x"}]},
+                         "overlaps"),
+                        ({"segments": [{"start": "a", "end": 3, "label": "x"}]}, "segments[0]: 'a' is not a number")]:
+        path.write_text(json.dumps(bad))
+        with pytest.raises(UsageError, match=re_escape(needle)):
+            read_truth(path, {"commercial"})
+    path.write_text("{not json")
+    with pytest.raises(UsageError, match="not valid JSON"):
+        read_truth(path, {"commercial"})
+
+
+def re_escape(text: str) -> str:
+    import re
+
+    return re.escape(text)
