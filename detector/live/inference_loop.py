@@ -140,7 +140,7 @@ class InferenceLoop:
         self.on_swapped(bundle, models)
         log.info("model swapped in channels=%d kept_windows=%s", len(self.channels), same_backbone)
 
-    def _analyse(self, ch: Channel, meta: FrameMeta, feat: np.ndarray, image: np.ndarray) -> None:
+    def _analyse(self, ch: Channel, meta: FrameMeta, feat: np.ndarray, image: np.ndarray | None = None) -> None:
         if meta.generation != ch.generation:
             ch.engine.reset()            # a new connection or a timestamp jump: never a window across the gap
             ch.generation = meta.generation
