@@ -41,6 +41,7 @@ if shutil.which("unshare") is None or shutil.which("nsenter") is None or os.gete
                 allow_module_level=True)
 
 CLIPS = {"a": (18.0, 24.0), "b": (66.0, 24.0)}    # start, length in the 120 s demo broadcast: one boundary each
+FRAMES = 115                                        # 24 s at 5 frames/s, less the last sampling step
 TOL = 0.25                                          # seconds: same frames, same model; only float noise allowed
 
 
@@ -117,16 +118,20 @@ class Run:
         return subprocess.run(self.in_netns(sys.executable, "-c", code), capture_output=True, text=True, timeout=30,
                               check=True).stdout
 
-    def settled(self, channels: list[str], timeout: float) -> str:
-        """/metrics once every channel's analysed-frame count has stopped moving (the files are
-        read to their end; replica stats refresh every 2 s, so they include the last batch)."""
+    def settled(self, channels: list[str], timeout: float, want: float) -> str:
+        """/metrics once every channel has analysed `want` frames and the counts stopped moving
+        (replica stats refresh every 2 s, so they include the last batch), or once the counts
+        have not moved for 20 s (then the test's assertions say what is missing). A loaded CI
+        machine can hold a backbone call for several seconds: waiting on the count, not on a
+        short quiet spell, keeps that from reading as lost frames."""
         deadline = time.monotonic() + timeout
         seen: list[tuple[float, ...]] = []
         while True:
             text = self.scrape()
             seen.append(tuple(metric(text, "ad_detector_frames_analyzed_total", channel=c) for c in channels))
-            # unchanged over 5 s: longer than a backbone call takes even on a loaded machine
-            if len(seen) >= 3 and seen[-1] == seen[-2] == seen[-3] and min(seen[-1]) > 0:
+            if len(seen) >= 2 and seen[-1] == seen[-2] and min(seen[-1]) >= want:
+                return text
+            if len(seen) >= 9 and len(set(seen[-9:])) == 1:
                 return text
             assert time.monotonic() < deadline, f"analysed frames still moving after {timeout:g} s: {seen[-3:]}"
             time.sleep(2.5)
@@ -191,7 +196,7 @@ def cluster_run(tmp_path_factory, bundle_dir: Path, demo_set):
             run.wait(f"{name}: every segment classify found",
                      lambda name=name: len(run.of(name, "segment.start")) >= len(truth[name]), 90)
         out["first"] = {n: run.of(n, "segment.start", "segment.end") for n in clips}
-        out["metrics"] = run.settled(list(clips), 90)
+        out["metrics"] = run.settled(list(clips), 150, want=FRAMES)
 
         # act 2: kill channel a's worker, then the backbone replica while a is analysed again
         mark = max(e["seq"] for e in run.events())
@@ -256,7 +261,7 @@ def test_the_replica_batched_frames_of_both_workers(cluster_run) -> None:
         "no replica batch larger than one worker's (batch_size 8)"
     # one endpoint, the same names and labels as a single process
     for name in ("a", "b"):        # 24 s clips at 5 frames/s: every frame analysed, none dropped
-        assert metric(text, "ad_detector_frames_analyzed_total", channel=name) >= 115
+        assert metric(text, "ad_detector_frames_analyzed_total", channel=name) >= FRAMES
         assert metric(text, "ad_detector_frames_dropped_total", channel=name) == 0
     assert metric(text, "ad_detector_batch_size_count") > 0
 

@@ -64,15 +64,24 @@ class UdpCollector:
 
 
 def first_play(data: bytes) -> bytes:
-    """The output up to where the looping file source started over (its video PTS jumps back)."""
+    """The output up to where the looping file source started over: its video PTS jumps back,
+    and the second play begins at the PAT before that video packet (the file starts with its
+    PAT, which ffmpeg's muxer precedes with its SDT), so they and any packet up to the jump
+    belong to the second play. A PAT repeated inside the first play's tail cuts a few packets
+    early, which is still a prefix."""
     pkts = packets(data)
     _, _, streams = program_map(pkts)
     video = next(pid for st, pid, _ in streams if st == 0x1B)
     last = None
+    last_pat = 0
     for i, p in enumerate(pkts):
+        if pid_of(p) == 0:
+            last_pat = i
         if pid_of(p) == video and (pts := pes_pts(p)) is not None:
             if last is not None and pts < last - PTS_HZ:
-                return b"".join(pkts[:i])
+                while last_pat > 0 and pid_of(pkts[last_pat - 1]) in (0x11, 0x12, 0x14):    # SDT, EIT, TDT
+                    last_pat -= 1
+                return b"".join(pkts[:last_pat])
             last = pts
     return data
 
