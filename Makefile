@@ -20,7 +20,7 @@ demo: $(VENV)/.train-installed
 # Two workers, whole test files each (module fixtures are built once); the session's
 # trained bundle is shared between them (tests/conftest.py).
 test: debian-deps $(VENV)/.test-installed
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=25 tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=25 tests
 
 debian-deps:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

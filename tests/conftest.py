@@ -58,6 +58,42 @@ def last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
+# --------------------------------------------------------------------------- order of files (xdist)
+
+SHARED = {"demo_set", "backbone_dir", "bundle_dir"}     # the session artefacts one worker builds, the other waits for
+DURATIONS = REPO / "tests" / "durations.json"          # seconds per file from a full run (see tests/README.md)
+
+
+def file_order(files: dict[str, set[str]], seconds: dict[str, float]) -> list[str]:
+    """Test files in the order the two workers should take them (pure, tested).
+
+    `make test` hands whole files to two workers in queue order (`--dist loadfile
+    --no-loadscope-reorder`); a worker takes the next file when it is nearly done with its own.
+    The longest file that needs the session bundle goes first, so its worker starts building
+    the bundle at once; then every file that needs none, longest first, which the other worker
+    runs instead of waiting for the bundle; then the rest longest first, so the run does not
+    end with one worker still in a long file while the other idles. Unknown files count 10 s."""
+    def cost(f: str) -> float:
+        return seconds.get(f, 10.0)
+    needy = sorted((f for f, fx in files.items() if fx & SHARED), key=lambda f: (-cost(f), f))
+    free = sorted((f for f, fx in files.items() if not fx & SHARED), key=lambda f: (-cost(f), f))
+    return needy[:1] + free + needy[1:]
+
+
+def pytest_collection_modifyitems(session, config, items) -> None:
+    import json
+
+    try:
+        seconds = json.loads(DURATIONS.read_text())
+    except (OSError, ValueError):
+        seconds = {}
+    files: dict[str, set[str]] = {}
+    for item in items:
+        files.setdefault(item.nodeid.split("::")[0], set()).update(item.fixturenames)
+    rank = {f: i for i, f in enumerate(file_order(files, seconds))}
+    items.sort(key=lambda item: rank[item.nodeid.split("::")[0]])    # stable: a file's own order is kept
+
+
 @pytest.fixture
 def ctx():
     """A ZeroMQ context of the test's own, destroyed without lingering."""
