@@ -17,10 +17,11 @@ DEBIAN_PACKAGES := python3-venv ffmpeg python3-gi gir1.2-gst-rtsp-server-1.0 gst
 demo: $(VENV)/.train-installed
 	$(BIN)/ad-detector demo
 
-# Two workers, whole test files each (module fixtures are built once); the session's
-# trained bundle is shared between them (tests/conftest.py).
+# Two workers, whole test files each (module fixtures are built once), the wall-clock-paced
+# files as one group, queued longest first; the session's trained bundle is shared between
+# them (tests/conftest.py, tests/README.md).
 test: debian-deps $(VENV)/.test-installed
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=25 tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --no-loadscope-reorder --durations=25 tests
 
 debian-deps:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

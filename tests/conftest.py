@@ -58,28 +58,44 @@ def last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
-# --------------------------------------------------------------------------- order of files (xdist)
+# --------------------------------------------------------------------------- work units and their order (xdist)
 
 SHARED = {"demo_set", "backbone_dir", "bundle_dir"}     # the session artefacts one worker builds, the other waits for
 DURATIONS = REPO / "tests" / "durations.json"          # seconds per file from a full run (see tests/README.md)
+# Files whose assertions ride on wall-clock pace (a live daemon's latency, a Ray cluster's
+# start, a paced source): one work unit, so they run one after another on one worker and never
+# two of them at once on the two cores (a cluster run beside the live test slowed both past
+# their bounds).
+REALTIME = ("tests/cluster/test_cluster.py", "tests/live/test_live.py", "tests/live/test_faults.py",
+            "tests/live/test_watchdog.py", "tests/live/test_reload.py", "tests/live/test_source_clock.py",
+            "tests/marker/test_marker_live.py")
 
 
-def file_order(files: dict[str, set[str]], seconds: dict[str, float]) -> list[str]:
-    """Test files in the order the two workers should take them (pure, tested).
+def unit_of(path: str) -> str:
+    return "realtime" if path in REALTIME else path
 
-    `make test` hands whole files to two workers in queue order (`--dist loadfile
-    --no-loadscope-reorder`); a worker takes the next file when it is nearly done with its own.
-    The longest file that needs the session bundle goes first, so its worker starts building
-    the bundle at once; then every file that needs none, longest first, which the other worker
-    runs instead of waiting for the bundle; then the rest longest first, so the run does not
-    end with one worker still in a long file while the other idles. Unknown files count 10 s."""
-    def cost(f: str) -> float:
-        return seconds.get(f, 10.0)
-    needy = sorted((f for f, fx in files.items() if fx & SHARED), key=lambda f: (-cost(f), f))
-    free = sorted((f for f, fx in files.items() if not fx & SHARED), key=lambda f: (-cost(f), f))
+
+def unit_order(files: dict[str, set[str]], seconds: dict[str, float]) -> list[str]:
+    """Work units (a file, or the realtime group) in the order the two workers take them (pure).
+
+    `make test` runs `--dist loadgroup --no-loadscope-reorder`: whole units, in queue order; a
+    worker takes the next unit when it is nearly done with its own. The longest unit that needs
+    the session bundle goes first, so its worker starts building the bundle at once; then every
+    unit that needs none, longest first, which the other worker runs meanwhile; then the rest
+    longest first, so the run does not end with one worker in a long unit while the other
+    idles. A file missing from `seconds` counts 10 s."""
+    cost: dict[str, float] = {}
+    needs: dict[str, bool] = {}
+    for f, fixtures in files.items():
+        u = unit_of(f)
+        cost[u] = cost.get(u, 0.0) + seconds.get(f, 10.0)
+        needs[u] = needs.get(u, False) or bool(fixtures & SHARED)
+    needy = sorted((u for u in cost if needs[u]), key=lambda u: (-cost[u], u))
+    free = sorted((u for u in cost if not needs[u]), key=lambda u: (-cost[u], u))
     return needy[:1] + free + needy[1:]
 
 
+@pytest.hookimpl(tryfirst=True)          # before xdist appends the group to each node id
 def pytest_collection_modifyitems(session, config, items) -> None:
     import json
 
@@ -90,8 +106,12 @@ def pytest_collection_modifyitems(session, config, items) -> None:
     files: dict[str, set[str]] = {}
     for item in items:
         files.setdefault(item.nodeid.split("::")[0], set()).update(item.fixturenames)
-    rank = {f: i for i, f in enumerate(file_order(files, seconds))}
-    items.sort(key=lambda item: rank[item.nodeid.split("::")[0]])    # stable: a file's own order is kept
+    rank = {u: i for i, u in enumerate(unit_order(files, seconds))}
+    realtime = {f: i for i, f in enumerate(REALTIME)}
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(unit_of(item.nodeid.split("::")[0])))
+    # stable: a file's own order is kept; the realtime files in REALTIME's order
+    items.sort(key=lambda item: (rank[unit_of(f := item.nodeid.split("::")[0])], realtime.get(f, 0)))
 
 
 @pytest.fixture
