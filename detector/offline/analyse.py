@@ -81,15 +81,39 @@ def analyse(video: Path, bundle: Bundle, models: Models, decision: DecisionSetti
     short programme gap is merged without holding anything back. `transitions` stay the
     engine's own decisions.
     """
+    return analyse_many(video, [(bundle, models)], decision, hop_seconds, batch_size, progress, loudness)[0]
+
+
+def shared_pass_key(bundle: Bundle, models: Models) -> tuple[str, float, tuple[int, int]]:
+    """Bundles with equal keys see the same backbone features frame for frame (pure): the same
+    backbone file running, the same analysis rate and input size. `evaluate -m A -m B` then
+    decodes and runs the backbone once for all of them (an ablation trains every bundle on one
+    backbone, so that is the usual case)."""
+    return models.backbone_sha256, float(bundle.analysis_fps), tuple(bundle.input_size)
+
+
+def analyse_many(video: Path, runs: Sequence[tuple[Bundle, Models]], decision: DecisionSettings | None = None,
+                 hop_seconds: float = 1.0, batch_size: int = 16, progress: bool = True,
+                 loudness: bool = False) -> list[Analysis]:
+    """`analyse` for several bundles in one pass: decoded once, the backbone run once with the
+    first run's models, then every frame's features pushed to each bundle's own engine. All
+    runs must have the same `shared_pass_key`; each result is what `analyse` alone gives
+    (same frames, same features), with the pass's timings."""
+    if not runs:
+        raise ValueError("analyse_many needs at least one bundle")
+    keys = {shared_pass_key(b, m) for b, m in runs}
+    if len(keys) != 1:
+        raise ValueError(f"bundles of one pass must share backbone, rate and input size: {sorted(keys)}")
+    bundle, models = runs[0]
     info = open_video(video)
     decision = decision or DecisionSettings()
-    engine = ChannelEngine(bundle, models.probabilities, replace(decision, rules=BreakRules()), hop_seconds)
+    engines = [ChannelEngine(b, m.probabilities, replace(decision, rules=BreakRules()), hop_seconds) for b, m in runs]
     report = DecodeReport()
-    times: list[float] = []
-    probs: list[np.ndarray] = []
-    transitions: list[Transition] = []
+    times: list[list[float]] = [[] for _ in runs]
+    probs: list[list[np.ndarray]] = [[] for _ in runs]
+    transitions: list[list[Transition]] = [[] for _ in runs]
+    cues: list[list[np.ndarray]] = [[] for _ in runs]
     marks = PtsMarks(capacity=None)          # a recording is finite: keep every mark
-    cues: list[np.ndarray] = []
     timings = {"decode_resize_s": 0.0, "backbone_s": 0.0, "sequence_decision_s": 0.0}
     bar = tqdm(total=info.frame_count or None, desc=video.name[-30:], unit="frame", disable=not progress,
                file=sys.stderr, dynamic_ncols=True)
@@ -105,14 +129,15 @@ def analyse(video: Path, bundle: Bundle, models: Models, decision: DecisionSetti
         timings["backbone_s"] += t1 - t0
         for frame, feat in zip(batch, feats):
             marks.add(frame.media_time, frame.pts)
-            result, change = engine.push(frame.media_time, feat, frame.stats, frame.audio, frame.image)
-            if engine.last_cues is not None:
-                cues.append(engine.last_cues)
-            if result is not None:
-                times.append(result.time)
-                probs.append(result.probs)
-            if change is not None:
-                transitions.append(change)
+            for i, engine in enumerate(engines):
+                result, change = engine.push(frame.media_time, feat, frame.stats, frame.audio, frame.image)
+                if engine.last_cues is not None:
+                    cues[i].append(engine.last_cues)
+                if result is not None:
+                    times[i].append(result.time)
+                    probs[i].append(result.probs)
+                if change is not None:
+                    transitions[i].append(change)
         mark = time.perf_counter()
         timings["sequence_decision_s"] += mark - t1
         bar.update(report.frames_decoded - bar.n)
@@ -126,21 +151,24 @@ def analyse(video: Path, bundle: Bundle, models: Models, decision: DecisionSetti
     if report.truncated:
         log.warning("decoding stopped early file=%s decoded_until_s=%.2f frames=%d of %d", video, report.last_time,
                     report.frames_decoded, info.frame_count)
-    if any(b.name == "audio" for b in bundle.blocks) and not report.has_audio:
-        # documented behaviour, not an error: the audio block is marked missing (see detector.analysis.blocks.base)
-        log.warning("source has no audio, the model's audio block is marked missing file=%s blocks=%s", video,
-                    ",".join(b.name for b in bundle.blocks))
-    if not probs:
-        raise UsageError(f"{video}: too short to classify: {duration:.1f} s decoded, the model needs a window of "
-                         f"{bundle.window_frames / bundle.analysis_fps:.1f} s")
-    engine.finish(duration)
     track = meter.track() if meter is not None else None
     if meter is not None and meter.restarts:
         log.info("loudness audio restarted file=%s restarts=%d (gaps or format changes in the audio)", video, meter.restarts)
-    programme = next(c for c in bundle.classes if c not in bundle.ad_classes)
-    segments, actions = apply_offline(engine.segments, decision.rules, programme, list(engine.spot_marks))
-    for action in actions:
-        (log.warning if action.action == "flagged" else log.info)("%s", action.log_line(video.name))
-    return Analysis(video, list(bundle.classes), list(bundle.ad_classes), np.asarray(times), np.stack(probs), segments,
-                    transitions, duration, fps, report.frames_decoded, report, timings, marks, actions, track,
-                    np.stack(cues) if cues else None)
+    out = []
+    for i, ((b, _), engine) in enumerate(zip(runs, engines)):
+        if any(block.name == "audio" for block in b.blocks) and not report.has_audio:
+            # documented behaviour, not an error: the audio block is marked missing (see detector.analysis.blocks.base)
+            log.warning("source has no audio, the model's audio block is marked missing file=%s blocks=%s", video,
+                        ",".join(block.name for block in b.blocks))
+        if not probs[i]:
+            raise UsageError(f"{video}: too short to classify: {duration:.1f} s decoded, the model needs a window of "
+                             f"{b.window_frames / b.analysis_fps:.1f} s")
+        engine.finish(duration)
+        programme = next(c for c in b.classes if c not in b.ad_classes)
+        segments, actions = apply_offline(engine.segments, decision.rules, programme, list(engine.spot_marks))
+        for action in actions:
+            (log.warning if action.action == "flagged" else log.info)("%s", action.log_line(video.name))
+        out.append(Analysis(video, list(b.classes), list(b.ad_classes), np.asarray(times[i]), np.stack(probs[i]), segments,
+                            transitions[i], duration, fps, report.frames_decoded, report, dict(timings), marks, actions,
+                            track, np.stack(cues[i]) if cues[i] else None))
+    return out

@@ -15,7 +15,7 @@ from detector.analysis.decision import DecisionSettings
 from detector.errors import UsageError
 from detector.model.bundle import Bundle, load_bundle
 from detector.model.models import Models
-from detector.offline.analyse import analyse, default_providers
+from detector.offline.analyse import Analysis, analyse, default_providers
 from detector.sources.video import open_video
 
 log = logging.getLogger(__name__)
@@ -100,6 +100,34 @@ def segment_file_names(video: Path, model_dirs: list[str]) -> list[str]:
     return names
 
 
+def _analyse_sharing_backbones(video: Path, bundles: list[Bundle], args: argparse.Namespace,
+                               decision: DecisionSettings) -> list[Analysis]:
+    """Each bundle's analysis of `video`, in order, decoding and running the backbone once per
+    distinct backbone (`shared_pass_key`): an ablation's bundles share one, so three bundles
+    cost one backbone pass plus three sequence models instead of three whole passes."""
+    from detector.offline.analyse import analyse_many, shared_pass_key
+
+    groups: list[tuple[tuple, Models, list[int]]] = []      # key, the models that run the backbone, members
+    models: list[Models] = []
+    for i, bundle in enumerate(bundles):
+        for key, owner, members in groups:
+            if (bundle.variant_sha256(owner.precision), float(bundle.analysis_fps), tuple(bundle.input_size)) == key:
+                models.append(Models(bundle, backbone=owner.backbone))
+                log.info("models loaded bundle=%s backbone shared with=%s classes=%s", bundle.root, bundles[members[0]].root,
+                         ",".join(bundle.classes))
+                members.append(i)
+                break
+        else:
+            models.append(_models(bundle, args))
+            groups.append((shared_pass_key(bundle, models[-1]), models[-1], [i]))
+    out: dict[int, Analysis] = {}
+    for _, owner, members in groups:
+        results = analyse_many(video, [(bundles[i], models[i]) for i in members], decision, progress=not args.no_progress)
+        out.update(zip(members, results))
+        owner.close()
+    return [out[i] for i in range(len(bundles))]
+
+
 def evaluate_command(args: argparse.Namespace) -> int:
     """One -m: that bundle's scores (the JSON object as ever). Several -m: the same recording
     through each bundle, side by side (`{"video", "models": [{"model", "blocks", ...scores}]}`),
@@ -124,12 +152,10 @@ def evaluate_command(args: argparse.Namespace) -> int:
     if seg_dir is not None:
         ensure_writable_dir(seg_dir)
     names = segment_file_names(video, [str(d) for d in dirs])
+    analyses = _analyse_sharing_backbones(video, bundles, args, decision)
     results = []
-    for bundle, name in zip(bundles, names):
+    for bundle, name, result in zip(bundles, names, analyses):
         truth = read_truth(Path(args.truth), set(bundle.ad_classes), ad_label=bundle.ad_classes[0])
-        models = _models(bundle, args)
-        result = analyse(video, bundle, models, decision, progress=not args.no_progress)
-        models.close()
         figures = score(result.segments, truth.segments, result.duration)
         if truth.spans:
             figures["trap_spans"] = span_scores(result.segments, truth.segments, truth.spans, result.duration)

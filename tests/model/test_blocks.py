@@ -245,3 +245,13 @@ def test_evaluate_ablation_prints_every_bundle_side_by_side(blocks_bundle: Path,
     assert [(m["model"], m["blocks"]) for m in out["models"]] == [(str(bundle_dir), []), (str(blocks_bundle), ["audio", "visual"])]
     for m in out["models"]:
         assert 0.0 <= m["frame_accuracy"] <= 1.0 and "ad_f1" in m and "boundary_recall_1s" in m
+    # both bundles carry the same backbone: one decode and backbone pass served both ...
+    assert f"backbone shared with={bundle_dir}" in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.count("models loaded bundle=") == 2 and proc.stderr.count("backbone shared with=") == 1
+    # ... and each bundle scores exactly as it does alone
+    alone = run_cli("evaluate", with_audio, "--truth", truth, "-m", blocks_bundle, "--no-progress",
+                    "--engine", "onnxruntime", "--precision", "fp32")
+    assert alone.returncode == 0, alone.stderr[-3000:]
+    single = json.loads(alone.stdout)
+    assert {k: v for k, v in out["models"][1].items() if k not in ("model", "blocks", "speed_x_realtime")} == \
+        {k: v for k, v in single.items() if k not in ("video", "speed_x_realtime")}

@@ -265,6 +265,7 @@ def test_evaluate_scores_trap_spans_and_writes_each_bundles_segments(bundle_dir:
         as_truth = read_labels(out / f"{name}.csv", {"commercial"})
         assert [(s.start, s.end, s.label) for s in as_truth] == [(x["start"], x["end"], x["label"]) for x in said]
     assert rows[0]["trap_spans"] == rows[1]["trap_spans"]     # the same bundle twice says the same
+    assert "backbone shared with=" in proc.stderr            # ... from one decode and backbone pass
     assert "accuracy on trap spans" in proc.stderr
 
 
