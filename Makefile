@@ -21,7 +21,7 @@ demo: $(VENV)/.train-installed
 # files as one group, queued longest first; the session's trained bundle is shared between
 # them (tests/conftest.py, tests/README.md).
 test: debian-deps $(VENV)/.test-installed
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --no-loadscope-reorder --durations=25 tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder --durations=25 tests
 
 debian-deps:
 	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

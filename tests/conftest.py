@@ -78,7 +78,7 @@ def unit_of(path: str) -> str:
 def unit_order(files: dict[str, set[str]], seconds: dict[str, float]) -> list[str]:
     """Work units (a file, or the realtime group) in the order the two workers take them (pure).
 
-    `make test` runs `--dist loadgroup --no-loadscope-reorder`: whole units, in queue order; a
+    `make test` runs `--dist loadfile --no-loadscope-reorder` with the scheduler below: whole units, in queue order; a
     worker takes the next unit when it is nearly done with its own. The longest unit that needs
     the session bundle goes first, so its worker starts building the bundle at once; then every
     unit that needs none, longest first, which the other worker runs meanwhile; then the rest
@@ -95,7 +95,21 @@ def unit_order(files: dict[str, set[str]], seconds: dict[str, float]) -> list[st
     return needy[:1] + free + needy[1:]
 
 
-@pytest.hookimpl(tryfirst=True)          # before xdist appends the group to each node id
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadfile`, with the REALTIME files as one scope: whole files to a worker, those
+    together. (xdist's own `loadgroup` renames node ids through an attribute pytest 9.2 no
+    longer reads, so its groups are silently ignored here; a scheduler's scope is a public hook.)"""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class UnitScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return unit_of(nodeid.split("::")[0])
+
+    return UnitScheduling(config, log)
+
+
 def pytest_collection_modifyitems(session, config, items) -> None:
     import json
 
@@ -108,8 +122,6 @@ def pytest_collection_modifyitems(session, config, items) -> None:
         files.setdefault(item.nodeid.split("::")[0], set()).update(item.fixturenames)
     rank = {u: i for i, u in enumerate(unit_order(files, seconds))}
     realtime = {f: i for i, f in enumerate(REALTIME)}
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(unit_of(item.nodeid.split("::")[0])))
     # stable: a file's own order is kept; the realtime files in REALTIME's order
     items.sort(key=lambda item: (rank[unit_of(f := item.nodeid.split("::")[0])], realtime.get(f, 0)))
 

@@ -243,11 +243,14 @@ def test_timestamp_reset_keeps_the_channel_timeline_monotonic(faulty):
 
 @live
 def test_lying_rate_metadata_is_flagged_but_sampling_keeps_media_time(faulty):
-    """The file claims 6.25 fps and delivers 25: rate_high, while analysis still runs at 5 fps."""
+    """The file claims 6.25 fps and delivers 25: rate_high, while analysis still runs at 5 fps.
+    Paced by the claimed rate, the file would be read 4x too slowly and analysed at ~1.25 fps:
+    the bound sits well above that and below 5, which a loaded CI machine (heartbeats seeing
+    bursts of 2 and 4 fps, mean 3.4) still reaches."""
     assert faults(faulty["last_scrape"], "file")["rate_high"] >= 1
     rates = [e["fps_analyzed"] for e in faulty["events"] if e["type"] == "heartbeat" and e["channel"] == "file" and e["stream_up"]]
     steady = sorted(rates)[len(rates) // 4:]
-    assert steady and sum(steady) / len(steady) > 3.5, rates
+    assert steady and sum(steady) / len(steady) > 2.5, rates
 
 
 @live
